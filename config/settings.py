@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})*$"
+
+
+class ConfigError(Exception):
+    """Settings that cannot be used; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every tunable of every process. Environment: FLEETPULSE_<FIELD>, or a .env file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLEETPULSE_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Literal["local", "production"] = "local"
+    data_dir: Path = PROJECT_ROOT / ".var"
+
+    # The local stack and the addresses every process connects to.
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mqtt_tls_port: int = Field(default=8883, ge=1, le=65535)
+    postgres_port: int = Field(default=54320, ge=1, le=65535)
+    database_url: str = ""
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    bridge_port: int = Field(default=8001, ge=1, le=65535)
+    ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+
+    # The wire protocol.
+    topic_prefix: str = Field(default="fleet", pattern=TOPIC_PREFIX_PATTERN)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+
+    # Ingest.
+    ingest_batch_rows: int = Field(default=5000, ge=1, le=1_000_000)
+    ingest_batch_age_ms: float = Field(default=50.0, gt=0, le=60_000)
+    ingest_session_expiry_s: int = Field(default=86_400, ge=0)
+    ingest_shared_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ingest_client_id: str = ""
+    ingest_drain_timeout_s: float = Field(default=10.0, gt=0)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @property
+    def dsn(self) -> str:
+        """The database to use: database_url if set, else the local stack's cluster."""
+        if self.database_url:
+            return self.database_url
+        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/fleetpulse"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://{self.mqtt_host}:{self.mqtt_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a validation failure becomes a ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            variable = f"FLEETPULSE_{field.upper()}"
+            problems.append(f"{variable}={error.get('input')!r}: {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

@@ -1,0 +1,149 @@
+"""`python -m stack up|down|status|render-mosquitto`: the local stack for `make run`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from config import ConfigError, Settings, load_settings
+from stack.errors import StackError
+from stack.mosquitto import MosquittoServer, render_config
+from stack.postgres import PostgresServer
+from stack.process import read_pid, stop_pid
+from store import MigrationError, apply_migrations
+
+
+def say(message: str) -> None:
+    print(f"[stack] {message}", flush=True)
+
+
+def supervisor_pid_file(settings: Settings) -> Path:
+    return settings.data_dir / "run" / "stack.pid"
+
+
+def servers(settings: Settings) -> tuple[MosquittoServer, PostgresServer]:
+    return (
+        MosquittoServer(settings.data_dir, settings.mqtt_port, host=settings.mqtt_host),
+        PostgresServer(settings.data_dir, settings.postgres_port),
+    )
+
+
+def up(settings: Settings) -> int:
+    pid_file = supervisor_pid_file(settings)
+    running = read_pid(pid_file)
+    if running is not None:
+        say(f"the stack is already running (supervisor pid {running}); `make stop` stops it")
+        return 1
+    mosquitto, postgres = servers(settings)
+    for server, name in ((mosquitto, "Mosquitto"), (postgres, "PostgreSQL")):
+        pid = server.running_pid()
+        if pid is not None:
+            say(f"{name} from an earlier run is still up (pid {pid}); `make stop` stops it")
+            return 1
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    stop_requested = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        say(f"data folder: {settings.data_dir}")
+        say(f"starting Mosquitto on {settings.mqtt_host}:{settings.mqtt_port} ...")
+        mosquitto.start()
+        say(f"starting PostgreSQL 15 + TimescaleDB on 127.0.0.1:{settings.postgres_port} ...")
+        postgres.start()
+        applied = apply_migrations(postgres.dsn)
+        say(f"schema: applied migrations {applied}" if applied else "schema: up to date")
+        say(f"MQTT broker:  {mosquitto.url}")
+        say(f"database:     {postgres.dsn}")
+        say(f"logs:         {settings.data_dir / 'log'}")
+        say("running; Ctrl-C or `make stop` stops it")
+        while not stop_requested.wait(1.0):
+            for server, name in ((mosquitto, "Mosquitto"), (postgres, "PostgreSQL")):
+                if server.running_pid() is None:
+                    say(f"{name} exited unexpectedly; see {settings.data_dir / 'log'}")
+                    stop_requested.set()
+        return 0
+    except (StackError, MigrationError) as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        say("stopping ...")
+        for server in (postgres, mosquitto):
+            try:
+                server.stop()
+            except StackError as exc:
+                say(f"warning: {exc}")
+        pid_file.unlink(missing_ok=True)
+        say("stopped")
+
+
+def down(settings: Settings) -> int:
+    supervisor = read_pid(supervisor_pid_file(settings))
+    if supervisor is not None:
+        say(f"asking the running stack (pid {supervisor}) to stop ...")
+        stop_pid(supervisor, sig=signal.SIGTERM, timeout=90, name="the stack supervisor")
+    mosquitto, postgres = servers(settings)
+    for server, name in ((postgres, "PostgreSQL"), (mosquitto, "Mosquitto")):
+        if server.running_pid() is not None:
+            say(f"stopping {name} ...")
+            server.stop()
+    say("stopped")
+    return 0
+
+
+def status(settings: Settings) -> int:
+    mosquitto, postgres = servers(settings)
+    any_up = False
+    for server, name, address in (
+        (mosquitto, "Mosquitto", mosquitto.url),
+        (postgres, "PostgreSQL", postgres.dsn),
+    ):
+        pid = server.running_pid()
+        any_up = any_up or pid is not None
+        say(f"{name:<11} {'up, pid ' + str(pid) if pid else 'down':<16} {address}")
+    return 0 if any_up else 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
+    parser.add_argument("command", choices=["up", "down", "status", "render-mosquitto"])
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "up":
+            return up(settings)
+        if args.command == "down":
+            return down(settings)
+        if args.command == "status":
+            return status(settings)
+        mosquitto, _ = servers(settings)
+        print(
+            render_config(
+                data_dir=mosquitto.data_dir,
+                run_dir=mosquitto.run_dir,
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                user="mosquitto",
+            ),
+            end="",
+        )
+        return 0
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

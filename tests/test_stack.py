@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from config.settings import PROJECT_ROOT
+from stack.errors import PortInUseError
+from stack.process import free_port, pid_alive
+from tests.services import running_services
+
+
+def retained_message(port: int, topic: str) -> str:
+    result = subprocess.run(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1", "-W", "5"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.stdout.strip()
+
+
+def test_stack_restarts_with_its_data(unique: str) -> None:
+    with running_services() as services:
+        services.mosquitto.stop()
+        services.mosquitto.start()
+        with psycopg.connect(services.dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO couriers (id, name) VALUES (%s, 'Kept Across Restarts')", (unique,)
+            )
+        subprocess.run(
+            [
+                "mosquitto_pub",
+                "-p",
+                str(services.mosquitto.port),
+                "-t",
+                f"keep/{unique}",
+                "-m",
+                "retained-value",
+                "-r",
+                "-q",
+                "1",
+            ],
+            check=True,
+        )
+        postgres_pid = services.postgres.running_pid()
+        mosquitto_pid = services.mosquitto.running_pid()
+        assert postgres_pid is not None
+        assert mosquitto_pid is not None
+
+        services.postgres.stop()
+        services.mosquitto.stop()
+        assert not pid_alive(postgres_pid)
+        assert not pid_alive(mosquitto_pid)
+        assert services.postgres.running_pid() is None
+        assert services.mosquitto.running_pid() is None
+
+        services.mosquitto.start()
+        services.postgres.start()
+        with psycopg.connect(services.dsn) as conn:
+            row = conn.execute("SELECT name FROM couriers WHERE id = %s", (unique,)).fetchone()
+        assert row == ("Kept Across Restarts",)
+        assert retained_message(services.mosquitto.port, f"keep/{unique}") == "retained-value"
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    from stack import MosquittoServer
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUseError, match=f"port {port} .*FLEETPULSE_MQTT_PORT"):
+            MosquittoServer(tmp_path, port).start()
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float) -> list[str]:
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return seen
+    raise AssertionError(f"no line with {needle!r} within {timeout} s; got:\n{''.join(seen)}")
+
+
+def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "FLEETPULSE_DATA_DIR": str(tmp_path / "var"),
+        "FLEETPULSE_MQTT_PORT": str(free_port()),
+        "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+    }
+    env.pop("FLEETPULSE_DATABASE_URL", None)
+    command = [sys.executable, "-m", "stack"]
+    first = subprocess.Popen(
+        [*command, "up"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = wait_for_line(first, "running;", timeout=90)
+        output = "".join(lines)
+        assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
+        assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
+
+        second = subprocess.run(
+            [*command, "up"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert "already running" in second.stdout
+        assert first.poll() is None, "a second `up` must not disturb the running stack"
+
+        status = subprocess.run(
+            [*command, "status"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert status.stdout.count("up, pid") == 2
+
+        down = subprocess.run(
+            [*command, "down"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert first.wait(timeout=60) == 0
+        status = subprocess.run(
+            [*command, "status"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert status.returncode == 3
+        assert "up, pid" not in status.stdout
+    finally:
+        if first.poll() is None:
+            first.terminate()
+            first.wait(timeout=60)
