@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=1, le=65535)
     mqtt_tls_port: int = Field(default=8883, ge=1, le=65535)
+    # The MQTT account of this process (broker security gives each service its own).
+    mqtt_username: str = ""
+    mqtt_password: SecretStr = SecretStr("")
     postgres_port: int = Field(default=54320, ge=1, le=65535)
     database_url: str = ""
     api_port: int = Field(default=8000, ge=1, le=65535)
