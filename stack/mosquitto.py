@@ -17,6 +17,7 @@ from broker.dynsec import (
     BrokerAdminError,
     BrokerEndpoint,
     DynsecControl,
+    ensure_admin_password,
     find_plugin,
     write_initial_config,
 )
@@ -198,11 +199,17 @@ class MosquittoServer:
             plugin = find_plugin(self.dynsec_plugin)
         except BrokerAdminError as exc:
             raise StackError(str(exc)) from None
-        write_initial_config(
-            self.dynsec_path,
-            admin=self.credentials("admin"),
-            admin_acls=service_acls("admin", prefix=self.topic_prefix, ingest_group="-"),
-        )
+        admin = self.credentials("admin")
+        try:
+            created = write_initial_config(
+                self.dynsec_path,
+                admin=admin,
+                admin_acls=service_acls("admin", prefix=self.topic_prefix, ingest_group="-"),
+            )
+            if not created and self.running_pid() is None:
+                ensure_admin_password(self.dynsec_path, admin=admin)
+        except (BrokerAdminError, OSError, ValueError) as exc:
+            raise StackError(f"dynamic-security file {self.dynsec_path}: {exc}") from None
         tls = self.tls_files or ensure_local_ca(self.tls_dir)
         if self.tls_port is None:
             self.tls_port = free_port(self.tls_host or "127.0.0.1")
