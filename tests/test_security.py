@@ -12,6 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.accounts import ServiceAccount
 from broker.provisioning import DeviceCredentials, DeviceExistsError, DeviceNotFoundError
 from broker.tls import ensure_local_ca
 from tests.mqtt5 import (
@@ -27,25 +28,33 @@ GRANTED_QOS1 = 1
 QUIET = 1.0  # how long "receives nothing" waits
 
 
-def device_client(services: Services, device: DeviceCredentials, **kwargs: object) -> Mqtt5Client:
-    options: dict[str, object] = {"client_id": device.client_id, **kwargs}
+def device_client(
+    services: Services,
+    device: DeviceCredentials,
+    *,
+    client_id: str | None = None,
+    tls_cafile: Path | None = None,
+) -> Mqtt5Client:
+    """The device as it connects: its username as client id; over TLS when given a CA."""
+    tls_port = services.mosquitto.tls_port
+    assert tls_port is not None
     return Mqtt5Client(
-        host=services.mosquitto.host,
-        port=services.mosquitto.port,
+        host="localhost" if tls_cafile else services.mosquitto.host,
+        port=tls_port if tls_cafile else services.mosquitto.port,
         username=device.username,
         password=device.password,
-        **options,  # type: ignore[arg-type]
+        client_id=client_id or device.client_id,
+        cafile=tls_cafile,
     )
 
 
-def service_client(services: Services, account: str, **kwargs: object) -> Mqtt5Client:
-    credentials = services.credentials(account)  # type: ignore[arg-type]
+def service_client(services: Services, account: ServiceAccount) -> Mqtt5Client:
+    credentials = services.credentials(account)
     return Mqtt5Client(
         host=services.mosquitto.host,
         port=services.mosquitto.port,
         username=credentials.username,
         password=credentials.password,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -277,20 +286,16 @@ def test_tls_with_the_generated_ca_and_refused_without(
     )
     assert untrusted.returncode != 0
     assert "TLS error" in untrusted.stderr
-    with device_client(services, device) as paho_untrusted:
-        paho_untrusted.port = services.mosquitto.tls_port
-        paho_untrusted.host = "localhost"
-        paho_untrusted.client.tls_set(ca_certs=str(foreign_ca))
-        with pytest.raises(ssl.SSLCertVerificationError):
-            paho_untrusted.open()
+    with (
+        device_client(services, device, tls_cafile=foreign_ca) as paho_untrusted,
+        pytest.raises(ssl.SSLCertVerificationError),
+    ):
+        paho_untrusted.open()
     # And plain MQTT on the TLS port is no way around it.
     plain = subprocess.run(base, capture_output=True, text=True, timeout=20, check=False)
     assert plain.returncode != 0
     # A paho client with the CA, as a Python device would connect.
-    with device_client(services, device) as client:
-        client.port = services.mosquitto.tls_port
-        client.host = "localhost"
-        client.client.tls_set(ca_certs=str(services.cafile))
+    with device_client(services, device, tls_cafile=services.cafile) as client:
         assert client.open() == 0
 
 
