@@ -3,6 +3,7 @@ TLS files generated once, listeners bound where they should be, and the devices 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from stack import MosquittoServer
 from stack.process import free_port
 from tests.mqtt5 import NOT_AUTHORIZED, Mqtt5Client
 from tests.services import Services
+from tests.test_stack import wait_for_line
 
 
 def connects(server: MosquittoServer, username: str, password: str, client_id: str) -> int:
@@ -213,3 +215,83 @@ def test_devices_cli_add_list_rotate_revoke(services: Services, unique: str) -> 
         assert client.open() == NOT_AUTHORIZED
     bad = run("add", "drone", "d-1")
     assert bad.returncode == 2
+
+
+def test_stack_cli_comes_up_twice_and_keeps_devices(tmp_path: Path, unique: str) -> None:
+    """`make run` twice: the first start creates the accounts, the second finds them in place
+    and the device provisioned in between still connects, over TLS with the generated CA."""
+    data_dir = tmp_path / "var"
+    env = {
+        **os.environ,
+        "FLEETPULSE_DATA_DIR": str(data_dir),
+        "FLEETPULSE_MQTT_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
+        "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+    }
+    env.pop("FLEETPULSE_DATABASE_URL", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    outputs = []
+    device: dict[str, str] = {}
+    for round_ in range(2):
+        stack = subprocess.Popen(
+            [sys.executable, "-m", "stack", "up"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            outputs.append("".join(wait_for_line(stack, "running;", timeout=90)))
+            if round_ == 0:
+                added = cli("broker.devices", "add", "courier", f"c-{unique}", "--json")
+                assert added.returncode == 0, added.stderr
+                device = json.loads(added.stdout)
+            published = subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "-h",
+                    "localhost",
+                    "-p",
+                    env["FLEETPULSE_MQTT_TLS_PORT"],
+                    "--cafile",
+                    str(data_dir / "tls" / "ca.crt"),
+                    "-V",
+                    "mqttv5",
+                    "-q",
+                    "1",
+                    "-u",
+                    device["username"],
+                    "-P",
+                    device["password"],
+                    "-i",
+                    device["client_id"],
+                    "-t",
+                    f"fleet/couriers/c-{unique}/location",
+                    "-m",
+                    "{}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            assert published.returncode == 0, published.stderr
+        finally:
+            down = cli("stack", "down")
+            assert down.returncode == 0, down.stdout + down.stderr
+            stack.wait(timeout=60)
+    assert "broker security: created role service.ingest" in outputs[0]
+    assert "broker security: up to date" in outputs[1]
+    assert f"mqtts://127.0.0.1:{env['FLEETPULSE_MQTT_TLS_PORT']}" in outputs[1]
