@@ -9,9 +9,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-from broker.accounts import ServiceAccount, secrets_path
+import pytest
+
+from broker.accounts import (
+    CredentialsError,
+    MqttCredentials,
+    ServiceAccount,
+    process_credentials,
+    process_environment,
+    secrets_path,
+)
 from broker.dynsec import DynsecControl
 from broker.provisioning import DeviceProvisioner
+from config import load_settings
 from config.settings import PROJECT_ROOT
 from stack import MosquittoServer
 from stack.process import free_port
@@ -295,3 +305,29 @@ def test_stack_cli_comes_up_twice_and_keeps_devices(tmp_path: Path, unique: str)
     assert "broker security: created role service.ingest" in outputs[0]
     assert "broker security: up to date" in outputs[1]
     assert f"mqtts://127.0.0.1:{env['FLEETPULSE_MQTT_TLS_PORT']}" in outputs[1]
+
+
+def test_processes_get_their_accounts(services: Services, tmp_path: Path) -> None:
+    env = process_environment(services.root, "api")
+    api = services.credentials("api")
+    assert env["FLEETPULSE_MQTT_USERNAME"] == "api"
+    assert env["FLEETPULSE_MQTT_PASSWORD"] == api.password
+    assert env["FLEETPULSE_MQTT_ADMIN_PASSWORD"] == services.credentials("admin").password
+    assert "FLEETPULSE_MQTT_ADMIN_PASSWORD" not in process_environment(services.root, "ingest")
+    # From the settings; with only the username, the password comes from the secrets file.
+    explicit = load_settings(mqtt_username="bridge", mqtt_password="given")
+    assert process_credentials(explicit) == MqttCredentials("bridge", "given")
+    from_file = load_settings(data_dir=services.root, mqtt_username="ingest")
+    assert process_credentials(from_file) == services.credentials("ingest")
+    with pytest.raises(CredentialsError, match="anonymous"):
+        process_credentials(load_settings(data_dir=services.root, mqtt_username=""))
+    with pytest.raises(CredentialsError, match="make run"):
+        process_credentials(load_settings(data_dir=tmp_path, mqtt_username="ingest"))
+    # What the supervisor hands a process is what the broker accepts.
+    with Mqtt5Client(
+        host=services.mosquitto.host,
+        port=services.mosquitto.port,
+        username=env["FLEETPULSE_MQTT_USERNAME"],
+        password=env["FLEETPULSE_MQTT_PASSWORD"],
+    ) as client:
+        assert client.open() == 0
