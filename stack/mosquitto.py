@@ -109,7 +109,6 @@ class MosquittoServer:
     tls_files: TlsFiles | None = None
     websockets_port: int = 0
     topic_prefix: str = "fleet"
-    ingest_group: str = "ingest"
     environment: str = "local"
     dynsec_plugin: Path | None = None
     last_bootstrap: BootstrapReport | None = field(default=None, init=False, repr=False)
@@ -130,7 +129,6 @@ class MosquittoServer:
             tls_files=tls_files,
             websockets_port=settings.mqtt_websockets_port,
             topic_prefix=settings.topic_prefix,
-            ingest_group=settings.ingest_shared_group,
             environment=settings.environment,
             dynsec_plugin=settings.mqtt_dynsec_plugin,
         )
@@ -204,7 +202,7 @@ class MosquittoServer:
             created = write_initial_config(
                 self.dynsec_path,
                 admin=admin,
-                admin_acls=service_acls("admin", prefix=self.topic_prefix, ingest_group="-"),
+                admin_acls=service_acls("admin", prefix=self.topic_prefix),
             )
             if not created and self.running_pid() is None:
                 ensure_admin_password(self.dynsec_path, admin=admin)
@@ -271,7 +269,6 @@ class MosquittoServer:
                     control,
                     accounts=accounts,
                     topic_prefix=self.topic_prefix,
-                    ingest_group=self.ingest_group,
                 )
         except BrokerAdminError as exc:
             raise StackError(f"could not bootstrap the broker's dynamic security: {exc}") from exc
