@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -23,16 +24,19 @@ from tests.services import Services
 
 @pytest.fixture
 def ingest_worker(services: Services, unique: str) -> Iterator[list[str]]:
-    """`python -m ingest` with the ingest account, in a shared group of its own; yields its
-    log lines as they come."""
+    """`python -m ingest` in a shared group of its own; yields its log lines as they come.
+    No FLEETPULSE_MQTT_* variables: it finds the ingest account in the data folder's secrets,
+    as a worker started by hand next to the local stack does."""
     env = {
         **os.environ,
-        **services.environment("ingest"),
+        **services.environment(),
         "FLEETPULSE_INGEST_METRICS_PORT": "0",
         "FLEETPULSE_INGEST_CLIENT_ID": f"ingest-{unique}",
         "FLEETPULSE_INGEST_SHARED_GROUP": f"g{unique}",
         "FLEETPULSE_INGEST_SESSION_EXPIRY_S": "0",
     }
+    env.pop("FLEETPULSE_MQTT_USERNAME", None)
+    env.pop("FLEETPULSE_MQTT_PASSWORD", None)
     worker = subprocess.Popen(
         [sys.executable, "-m", "ingest"],
         cwd=PROJECT_ROOT,
@@ -104,3 +108,28 @@ def test_own_fix_is_stored_and_a_forged_one_is_not(
             "SELECT count(*) FROM dead_letters WHERE topic LIKE %s", (f"%victim-{unique}%",)
         ).fetchone()
     assert dead == (0,)
+
+
+def test_ingest_without_an_account_stops_with_a_clear_error(
+    services: Services, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        **services.environment(),
+        "FLEETPULSE_DATA_DIR": str(tmp_path),  # no secrets file here
+        "FLEETPULSE_INGEST_METRICS_PORT": "0",
+    }
+    env.pop("FLEETPULSE_MQTT_USERNAME", None)
+    env.pop("FLEETPULSE_MQTT_PASSWORD", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "no MQTT secrets" in result.stderr
+    assert "Traceback" not in result.stderr
