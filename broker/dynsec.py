@@ -200,8 +200,12 @@ class DynsecControl:
         subscribed: queue.Queue[list[ReasonCode]] = queue.Queue()
 
         def on_connect(
-            _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None
+            c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None
         ) -> None:
+            # On every (re)connect: paho reconnects a long-lived control connection by itself,
+            # and a clean session has lost the subscription to the answers.
+            if not rc.is_failure:
+                c.subscribe(RESPONSE_TOPIC, qos=1)
             connected.put(rc)
 
         def on_subscribe(
@@ -230,7 +234,6 @@ class DynsecControl:
                     f"{self.admin.username!r}: {rc}; check FLEETPULSE_MQTT_ADMIN_PASSWORD or "
                     "the secrets file in the data folder"
                 )
-            client.subscribe(RESPONSE_TOPIC, qos=1)
             granted = self._wait(subscribed, "the subscription to the control responses")
             if any(code.is_failure for code in granted):
                 raise BrokerAdminError(

@@ -55,8 +55,8 @@ def test_bootstrap_is_idempotent_and_devices_survive_restarts(
         secrets_before = secrets_path(tmp_path).read_text()
         ca_before = server.cafile.read_bytes()
         control = DynsecControl(server.endpoint, server.credentials("admin"))
-        with DeviceProvisioner(dsn=services.dsn, control=control, topic_prefix="fleet") as p:
-            device = p.create(kind="courier", owner_id=f"c-{unique}")
+        provisioner = DeviceProvisioner(dsn=services.dsn, control=control, topic_prefix="fleet")
+        device = provisioner.create(kind="courier", owner_id=f"c-{unique}")
 
         for _ in range(2):
             server.stop()
@@ -72,6 +72,11 @@ def test_bootstrap_is_idempotent_and_devices_survive_restarts(
             for account in accounts:
                 credentials = server.credentials(account)
                 assert connects(server, credentials.username, credentials.password, unique) == 0
+
+        # A long-lived provisioner (the api's) reconnects by itself after broker restarts.
+        vehicle = provisioner.create(kind="vehicle", owner_id=f"v-{unique}")
+        provisioner.close()
+        assert connects(server, vehicle.username, vehicle.password, vehicle.client_id) == 0
 
         # A lost secrets file: new passwords everywhere, the admin's repaired in the plugin's
         # file while the broker is down, the services' through the control topic.
