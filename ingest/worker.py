@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from config import Settings
@@ -70,16 +69,18 @@ class Ingestor:
 
     # --- receiving ------------------------------------------------------------------
 
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str | bytes, payload: bytes, mid: int, qos: int) -> None:
         if self.stopping.is_set():
             return  # not acknowledged: the broker keeps it for the next worker
+        if isinstance(topic, bytes):  # brokers refuse such topics; never trust that
+            topic = topic.decode("utf-8", errors="backslashreplace")
         pending = self.pending
         pending.append(
             Received(
-                message.topic,
-                bytes(message.payload),
-                message.mid,
-                message.qos,
+                topic,
+                payload,
+                mid,
+                qos,
                 self.link.generation,
                 time.time(),
                 time.monotonic(),
@@ -96,6 +97,10 @@ class Ingestor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         try:
+            try:
+                await self._connect()  # early, so the first batch does not wait for it
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("database not reachable yet (%s); will retry per batch", exc)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.link.run(self.stopping), name="mqtt-link")
                 tasks.create_task(self._write_batches(), name="batch-writer")
@@ -127,8 +132,18 @@ class Ingestor:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
 
     async def _write_batches(self) -> None:
+        """Take batches in arrival order; decode the next one while the last one commits.
+
+        At most one write is in flight, and each write acknowledges its batch before the
+        next write starts, so PUBACKs go out in the order the messages arrived."""
+        writing: asyncio.Task[None] | None = None
         while True:
             if not self.pending:
+                if writing is not None:
+                    if not await self._finished(writing):
+                        return
+                    writing = None
+                    continue
                 if self.stopping.is_set():
                     return
                 self._wake.clear()
@@ -138,16 +153,24 @@ class Ingestor:
                 await self._wait_for_batch()
             batch = self.pending[: self._batch_rows]
             del self.pending[: len(batch)]
-            try:
-                # Shielded: a cancelled writer must not cut between commit and ack.
-                await asyncio.shield(self._store_and_ack(batch))
-            except DrainDeadlineError:
-                log.warning(
-                    "drain deadline passed; %d messages stay unacknowledged at the broker",
-                    len(batch) + len(self.pending),
-                )
+            rows = self._prepare(batch)
+            if writing is not None and not await self._finished(writing):
                 self.pending[:0] = batch
                 return
+            writing = asyncio.create_task(self._store_and_ack(batch, rows), name="batch-write")
+
+    async def _finished(self, writing: asyncio.Task[None]) -> bool:
+        """Wait for a write; False if it gave up at the drain deadline."""
+        try:
+            # Shielded: a cancelled writer must not cut between commit and ack.
+            await asyncio.shield(writing)
+        except DrainDeadlineError:
+            log.warning(
+                "drain deadline passed; %d messages stay unacknowledged at the broker",
+                len(self.pending),
+            )
+            return False
+        return True
 
     async def _wait_for_batch(self) -> None:
         deadline = self.pending[0].received_mono + self._batch_age
@@ -188,10 +211,13 @@ class Ingestor:
                 rows.dead_letters.append((received_at, message.topic, message.payload, reason))
         return rows
 
-    async def _store_and_ack(self, batch: list[Received]) -> None:
-        rows = self._prepare(batch)
+    async def _store_and_ack(self, batch: list[Received], rows: BatchRows) -> None:
         started = time.monotonic()
-        result = await self._write_with_retry(rows, batch)
+        try:
+            result = await self._write_with_retry(rows, batch)
+        except DrainDeadlineError:
+            self.pending[:0] = batch
+            raise
         committed = time.time()
         self._ack(batch)
         self._count(result, rows, batch, started, committed)
@@ -269,15 +295,16 @@ class Ingestor:
     def _ack(self, batch: list[Received]) -> None:
         generation = self.link.generation
         connected = self.link.connected.is_set()
-        ack = self.link.ack
+        mids = []
         stale = 0
         for message in batch:
             if message.qos == 0:
                 continue
             if connected and message.generation == generation:
-                ack(message.mid)
+                mids.append(message.mid)
             else:
                 stale += 1
+        self.link.ack_many(mids)
         if stale:
             self.metrics.stale_acks.inc(stale)
 

@@ -243,6 +243,8 @@ def test_stack_cli_comes_up_twice_and_keeps_devices(tmp_path: Path, unique: str)
         "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
         "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_CLIENT_ID": f"ingest-{unique}",
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
 
