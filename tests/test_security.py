@@ -344,3 +344,53 @@ def test_service_accounts_have_least_privilege(services: Services, unique: str) 
         ]
     )
     assert got_ingest == [device_topic]
+
+
+def test_a_phones_will_goes_only_to_its_own_presence(services: Services, unique: str) -> None:
+    """Phones set an MQTT will saying `offline` on their retained presence topic."""
+    device = services.provision_device("courier", f"c-{unique}")
+    auth = ["-u", device.username, "-P", device.password, "-i", device.client_id]
+
+    def phone(will_topic: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                "mosquitto_sub",
+                "-h",
+                services.mosquitto.host,
+                "-p",
+                str(services.mosquitto.port),
+                *auth,
+                "-V",
+                "mqttv5",
+                "-t",
+                f"fleet/couriers/c-{unique}/assignments",
+                "--will-topic",
+                will_topic,
+                "--will-payload",
+                '{"state":"offline"}',
+                "--will-retain",
+                "--will-qos",
+                "1",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    with service_client(services, "bridge") as bridge:
+        assert bridge.open() == 0
+        assert bridge.subscribe("fleet/couriers/+/presence") == GRANTED_QOS1
+        own = phone(f"fleet/couriers/c-{unique}/presence")
+        time.sleep(1.0)
+        assert own.poll() is None, "a will on its own presence topic is accepted"
+        own.kill()  # no DISCONNECT: the broker publishes the will
+        own.wait()
+        topic, payload = bridge.next_message()
+        assert (topic, payload) == (f"fleet/couriers/c-{unique}/presence", b'{"state":"offline"}')
+
+        # Mosquitto 2.0.11 accepts the connection, but the forged will is never published.
+        forged = phone(f"fleet/couriers/other-{unique}/presence")
+        time.sleep(1.0)
+        assert forged.poll() is None
+        forged.kill()
+        forged.wait()
+        assert bridge.received(QUIET) == []
