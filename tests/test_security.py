@@ -289,6 +289,28 @@ def test_tls_with_the_generated_ca_and_refused_without(
     # And plain MQTT on the TLS port is no way around it.
     plain = subprocess.run(base, capture_output=True, text=True, timeout=20, check=False)
     assert plain.returncode != 0
+    # Anonymous over TLS: the connection is trusted, the client is not.
+    anonymous = subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            "localhost",
+            "-p",
+            tls_port,
+            "--cafile",
+            str(services.cafile),
+            "-t",
+            f"fleet/couriers/c-{unique}/location",
+            "-m",
+            fix(unique),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert anonymous.returncode != 0
+    assert "not authorised" in anonymous.stderr
     # A paho client with the CA, as a Python device would connect.
     with device_client(services, device, tls_cafile=services.cafile) as client:
         assert client.open() == 0
