@@ -188,6 +188,8 @@ class Ingestor:
         rows = BatchRows()
         decode = self.decoder.decode
         invalid = self.metrics.invalid
+        # Receive times to the millisecond: one datetime serves every message of that ms.
+        last_ms, received_at = -1, datetime.fromtimestamp(0, UTC)
         for message in batch:
             decoded: Decoded = decode(
                 message.topic, message.payload, received_at=message.received_at
@@ -196,7 +198,9 @@ class Ingestor:
                 if count:
                     self.metrics.skipped.inc()
                 continue
-            received_at = datetime.fromtimestamp(message.received_at, UTC)
+            ms = int(message.received_at * 1000)
+            if ms != last_ms:
+                last_ms, received_at = ms, datetime.fromtimestamp(ms / 1000, UTC)
             if decoded.fixes:
                 rows.add_fixes(decoded.fixes, received_at)
             for event in decoded.events:
