@@ -64,6 +64,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
             snapshots=Snapshots(pool),
             subscriptions=subscriptions,
             metrics=metrics,
+            max_future_skew_s=settings.max_future_skew_s,
         )
         relay = MqttRelay(
             settings=settings,

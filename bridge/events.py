@@ -14,12 +14,14 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from protocol.payloads import EmergencyEvent, PresenceEvent
+from protocol.payloads import Fix as ProtocolFix
+
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 ORDER_STATUSES: Final = frozenset(
     {"pending", "assigned", "picked_up", "out_for_delivery", "delivered", "cancelled"}
 )
 ACTIVE_STATUSES: Final = frozenset({"assigned", "picked_up", "out_for_delivery"})
-PRESENCE_STATES: Final = frozenset({"online", "offline", "busy"})
 
 _decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
@@ -101,62 +103,39 @@ class Fix:
         }
 
 
-def _fix(kind: Literal["courier", "vehicle"], entity_id: str, data: object) -> Fix:
-    if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "a fix must be a JSON object")
-    if "lat" not in data or "lon" not in data or "ts" not in data:
-        raise InvalidPayload("missing_field", "lat, lon and ts are required")
-    lat = _number(data["lat"], "lat")
-    lon = _number(data["lon"], "lon")
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise InvalidPayload("out_of_range", "lat/lon")
+def position(fix: ProtocolFix) -> Fix:
+    """A validated fix of the wire protocol as the bridge relays it."""
     return Fix(
-        kind,
-        entity_id,
-        lat,
-        lon,
-        epoch_seconds(data["ts"]),
-        _optional_number(data, "speed"),
-        _optional_number(data, "heading"),
+        fix.source_kind,
+        fix.source_id,
+        fix.lat,
+        fix.lon,
+        round(fix.fix_time.timestamp(), 3),
+        fix.speed,
+        fix.heading,
     )
 
 
-def parse_location(kind: Literal["courier", "vehicle"], entity_id: str, payload: bytes) -> Fix:
-    """The newest valid fix of a native payload (one object, or a batch array)."""
-    data = decode(payload)
-    if isinstance(data, list):
-        newest: Fix | None = None
-        for element in data:
-            try:
-                fix = _fix(kind, entity_id, element)
-            except InvalidPayload:
-                continue
-            if newest is None or fix.ts > newest.ts:
-                newest = fix
-        if newest is None:
-            raise InvalidPayload("no_valid_fix", "the batch holds no valid fix")
-        return newest
-    return _fix(kind, entity_id, data)
-
-
-def parse_owntracks(courier_id: str, payload: bytes) -> Fix | None:
-    """An OwnTracks location as a courier fix; other OwnTracks types are not relayed."""
-    data = decode(payload)
-    if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "OwnTracks payloads are JSON objects")
-    if data.get("_type") != "location":
-        return None
-    if "tst" not in data:
-        raise InvalidPayload("missing_field", "tst is required")
-    velocity = _optional_number(data, "vel")
-    native = {
-        "lat": data.get("lat"),
-        "lon": data.get("lon"),
-        "ts": data["tst"],
-        "speed": None if velocity is None else velocity / 3.6,
-        "heading": data.get("cog"),
+def presence_frame(event: PresenceEvent) -> dict[str, Any]:
+    return {
+        "type": "presence",
+        "id": event.courier_id,
+        "state": event.state,
+        "ts": event.time.timestamp(),
     }
-    return _fix("courier", courier_id, native)
+
+
+def emergency_frame(event: EmergencyEvent) -> dict[str, Any]:
+    return {
+        "type": "emergency",
+        "state": "raised",
+        "alert_id": None,
+        "courier_id": event.courier_id,
+        "lat": event.lat,
+        "lon": event.lon,
+        "ts": event.time.timestamp(),
+        "message": event.message,
+    }
 
 
 @dataclass(slots=True)
@@ -234,58 +213,51 @@ class AssignmentEvent:
         }
 
 
+_ASSIGNMENT_ACTIONS: Final[dict[object, Literal["assigned", "unassigned"]]] = {
+    "assignment": "assigned",
+    "unassignment": "unassigned",
+}
+
+
 def parse_assignment(courier_id: str, payload: bytes) -> AssignmentEvent:
     data = decode(payload)
     if not isinstance(data, dict):
         raise InvalidPayload("bad_shape", "an assignment is a JSON object")
-    action = data.get("action", data.get("type"))
-    if action not in ("assigned", "unassigned"):
-        raise InvalidPayload("bad_field", "action must be assigned or unassigned")
+    action = _ASSIGNMENT_ACTIONS.get(data.get("type"))
+    if action is None:
+        raise InvalidPayload("bad_field", "type must be assignment or unassignment")
     order_id = data.get("order_id")
     if not isinstance(order_id, str) or not order_id:
         raise InvalidPayload("missing_field", "order_id is required")
     return AssignmentEvent(
         courier_id=courier_id,
         order_id=order_id,
-        action="assigned" if action == "assigned" else "unassigned",
+        action=action,
         ts=epoch_seconds(data.get("ts", time.time())),
     )
 
 
-def parse_presence(courier_id: str, payload: bytes) -> dict[str, Any]:
-    data = decode(payload)
-    if not isinstance(data, dict) or data.get("state") not in PRESENCE_STATES:
-        raise InvalidPayload("bad_field", "presence needs state online, offline or busy")
-    ts = data.get("ts")
-    return {
-        "type": "presence",
-        "id": courier_id,
-        "state": data["state"],
-        "ts": None if ts is None else epoch_seconds(ts),
-    }
-
-
-def parse_emergency(courier_id: str, payload: bytes) -> dict[str, Any]:
+def parse_alert(courier_id: str, payload: bytes) -> dict[str, Any]:
+    """An alert the API stored (`alert_raised`) or an admin acknowledged."""
     data = decode(payload)
     if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "an emergency is a JSON object")
-    # An emergency is relayed even when parts of it are unreadable: admins must see it.
+        raise InvalidPayload("bad_shape", "an alert is a JSON object")
+    kind = data.get("type")
+    if kind not in ("alert_raised", "alert_acknowledged"):
+        raise InvalidPayload("bad_field", f"unknown alert type {kind!r}")
     message = data.get("message", "")
-    try:
-        ts = epoch_seconds(data.get("ts", time.time()))
-    except InvalidPayload:
-        ts = time.time()
-    position: list[float | None] = []
-    for name in ("lat", "lon"):
-        try:
-            position.append(_optional_number(data, name))
-        except InvalidPayload:
-            position.append(None)
+    acknowledged_at = data.get("acknowledged_at")
     return {
         "type": "emergency",
+        "state": "raised" if kind == "alert_raised" else "acknowledged",
+        "alert_id": data.get("alert_id"),
         "courier_id": courier_id,
-        "lat": position[0],
-        "lon": position[1],
-        "ts": ts,
-        "message": message if isinstance(message, str) else str(message)[:2000],
+        "lat": _optional_number(data, "lat"),
+        "lon": _optional_number(data, "lon"),
+        "ts": epoch_seconds(data.get("raised_at", time.time()), "raised_at"),
+        "message": message if isinstance(message, str) else "",
+        "acknowledged_by": _optional_id(data, "acknowledged_by"),
+        "acknowledged_at": None
+        if acknowledged_at is None
+        else epoch_seconds(acknowledged_at, "acknowledged_at"),
     }

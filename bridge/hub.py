@@ -22,20 +22,23 @@ from bridge.client import Client, FleetBatch
 from bridge.events import (
     Fix,
     InvalidPayload,
+    emergency_frame,
     encode,
     now,
+    parse_alert,
     parse_assignment,
-    parse_emergency,
-    parse_location,
-    parse_owntracks,
-    parse_presence,
     parse_status,
+    position,
+    presence_frame,
 )
 from bridge.metrics import BridgeMetrics
 from bridge.orders import Order, OrderDirectory
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import Key, SubscriptionManager
 from bridge.topics import FAMILIES, ID_PATTERN, Topics
+from protocol.decoding import MessageDecoder
+from protocol.payloads import EmergencyEvent, PresenceEvent
+from protocol.topics import TopicError, TopicKind
 
 log = logging.getLogger("bridge.hub")
 
@@ -72,9 +75,11 @@ class Hub:
         snapshots: Snapshots,
         subscriptions: SubscriptionManager,
         metrics: BridgeMetrics,
+        max_future_skew_s: float = 300.0,
         subscribe_timeout_s: float = 5.0,
     ) -> None:
         self.topics = topics
+        self.decoder = MessageDecoder(prefix=topics.prefix, max_future_skew_s=max_future_skew_s)
         self.orders = orders
         self.snapshots = snapshots
         self.subscriptions = subscriptions
@@ -300,32 +305,41 @@ class Hub:
 
     # --- relaying ---------------------------------------------------------------------------
     async def on_message(self, topic: str, payload: bytes, received: float) -> None:
-        parsed = self.topics.parse(topic)
-        if parsed is None:
-            self.metrics.mqtt_invalid.labels("topic").inc()
-            return
-        self.metrics.mqtt_messages.labels(parsed.kind).inc()
         try:
-            match parsed.kind:
-                case "courier_location":
-                    self._relay_fix(parse_location("courier", parsed.id, payload), received)
-                case "vehicle_location":
-                    self._relay_fix(parse_location("vehicle", parsed.id, payload), received)
-                case "owntracks":
-                    fix = parse_owntracks(parsed.id, payload)
-                    if fix is not None:
-                        self._relay_fix(fix, received)
-                case "presence":
-                    self._relay_presence(parse_presence(parsed.id, payload), received)
-                case "emergency":
-                    self._relay_emergency(parse_emergency(parsed.id, payload), received)
-                case "assignments":
-                    await self._relay_assignment(parsed.id, payload, received)
-                case "order_status":
-                    await self._relay_status(parsed.id, payload, received)
+            parsed = self.decoder.parse_topic(topic)
+        except TopicError as exc:
+            self.metrics.mqtt_invalid.labels(exc.code).inc()
+            return
+        kind = parsed.kind
+        self.metrics.mqtt_messages.labels(kind.value).inc()
+        try:
+            if parsed.from_device:
+                self._relay_device(topic, payload, received)
+            elif kind is TopicKind.ORDER_STATUS:
+                await self._relay_status(parsed.entity_id, payload, received)
+            elif kind is TopicKind.ASSIGNMENTS:
+                await self._relay_assignment(parsed.entity_id, payload, received)
+            elif kind is TopicKind.ALERTS:
+                self._relay_emergency(parse_alert(parsed.entity_id, payload), received)
         except InvalidPayload as exc:
             self.metrics.mqtt_invalid.labels(exc.reason).inc()
             log.debug("not relayed: %s on %s", exc, topic)
+
+    def _relay_device(self, topic: str, payload: bytes, received: float) -> None:
+        # The same validation as ingest: the bridge relays exactly what gets stored.
+        decoded = self.decoder.decode(topic, payload, received_at=time.time())
+        for rejection in decoded.rejections:
+            self.metrics.mqtt_invalid.labels(rejection.code).inc()
+        if decoded.fixes:
+            newest = max(decoded.fixes, key=lambda fix: fix.fix_time)
+            self._relay_fix(position(newest), received)
+        for event in decoded.events:
+            if isinstance(event, PresenceEvent):
+                self._relay_presence(presence_frame(event), received)
+            elif isinstance(event, EmergencyEvent):
+                self._relay_emergency(emergency_frame(event), received)
+            # A courier's delivery report is relayed once the workflow applied it (order
+            # status topic); geofence transitions are not part of the browser protocol.
 
     def _relay_fix(self, fix: Fix, received: float) -> None:
         key = fix.key

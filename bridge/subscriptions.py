@@ -61,7 +61,7 @@ class SubscriptionManager:
         for key, released in list(self._released.items()):
             if now - released >= self._linger_s:
                 del self._released[key]
-        wanted: set[str] = {self._topics.emergency_filter()}
+        wanted: set[str] = set(self._topics.always())
         live = set(self._refs) | set(self._released)
         for family in FAMILIES:
             if (family, None) in live:
