@@ -82,6 +82,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
                         hub.run_fleet_batcher(settings.bridge_fleet_batch_ms / 1000),
                         name="fleet-batcher",
                     ),
+                    group.create_task(hub.run_catch_up(), name="position-catch-up"),
                     group.create_task(
                         hub.run_cache_sweeper(CACHE_SWEEP_INTERVAL_S), name="order-cache-sweeper"
                     ),

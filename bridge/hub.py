@@ -93,6 +93,7 @@ class Hub:
         self.followers: dict[str, set[Client]] = defaultdict(set)
         self.last_fix: dict[str, Fix] = {}
         self.presence: dict[str, dict[str, Any]] = {}
+        self._catch_up: asyncio.Queue[tuple[Client, str]] = asyncio.Queue()
         self._pending_fleet: dict[str, dict[str, Any]] = {}
         self._pending_fleet_received = 0.0
 
@@ -262,6 +263,10 @@ class Hub:
         for family, courier_id in gained:
             if family == "location" and courier_id is not None:
                 self.followers[courier_id].add(client)
+                if not client.hold:
+                    # A courier newly assigned while the page is open: its last known
+                    # position follows as soon as the subscription is live.
+                    self._catch_up.put_nowait((client, courier_id))
         for family, courier_id in lost:
             if family == "location" and courier_id is not None:
                 followers = self.followers.get(courier_id)
@@ -449,6 +454,24 @@ class Hub:
         while True:
             await asyncio.sleep(interval_s)
             self.flush_fleet()
+
+    async def run_catch_up(self) -> None:
+        """Send a client that starts following a courier mid-stream its last known position."""
+        while True:
+            client, courier_id = await self._catch_up.get()
+            key: Key = ("location", courier_id)
+            await self.subscriptions.wait_active([key], within_s=self._subscribe_timeout_s)
+            if client not in self.followers.get(courier_id, ()):
+                continue
+            try:
+                items = await self.snapshots.positions([courier_id], self.last_fix)
+            except Exception:
+                log.exception("last position of %s unavailable", courier_id)
+                continue
+            for item in items:
+                if client in self.followers.get(courier_id, ()):
+                    frame = encode({"type": "location", **item, "sent": now()})
+                    client.push_position(f"courier:{courier_id}", frame, 0.0)
 
     async def run_cache_sweeper(self, interval_s: float) -> None:
         while True:
