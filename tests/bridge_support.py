@@ -133,29 +133,29 @@ class WsClient:
     async def send(self, frame: Frame | str) -> None:
         await self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    async def recv(self, timeout: float = 5.0) -> Frame:
-        raw = await asyncio.wait_for(self.connection.recv(), timeout)
+    async def recv(self, within: float = 5.0) -> Frame:
+        raw = await asyncio.wait_for(self.connection.recv(), within)
         frame: Frame = json.loads(raw)
         self.frames.append(frame)
         return frame
 
     async def expect(
-        self, predicate: Callable[[Frame], bool], *, timeout: float = 5.0
+        self, predicate: Callable[[Frame], bool], *, within: float = 5.0
     ) -> tuple[Frame, list[Frame]]:
         """Read until a frame matches; return it and the frames read before it."""
         skipped: list[Frame] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no matching frame within {timeout} s; got {skipped}")
+                raise TimeoutError(f"no matching frame within {within} s; got {skipped}")
             frame = await self.recv(remaining)
             if predicate(frame):
                 return frame, skipped
             skipped.append(frame)
 
-    async def expect_type(self, kind: str, *, timeout: float = 5.0) -> Frame:
-        frame, _ = await self.expect(lambda f: f["type"] == kind, timeout=timeout)
+    async def expect_type(self, kind: str, *, within: float = 5.0) -> Frame:
+        frame, _ = await self.expect(lambda f: f["type"] == kind, within=within)
         return frame
 
     async def drain(self, duration: float) -> list[Frame]:
@@ -182,15 +182,14 @@ class WsClient:
         snapshot = await self.expect_type("snapshot")
         return confirmation, snapshot
 
-    async def closed_with(self, *, timeout: float = 10.0) -> int | None:
-        """Read until the server closes; the close code."""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    await self.recv(timeout)
-        except ConnectionClosed as exc:
-            return exc.rcvd.code if exc.rcvd else None
-        return None
+    async def closed_with(self, *, within: float = 10.0) -> int | None:
+        """Read until the server closes; the close code (None: closed without a code)."""
+        async with asyncio.timeout(within):
+            while True:
+                try:
+                    await self.recv(within)
+                except ConnectionClosed as exc:
+                    return exc.rcvd.code if exc.rcvd else None
 
     async def close(self) -> None:
         await self.connection.close()
@@ -257,25 +256,25 @@ async def stream_until_seen(
     *,
     lat: float,
     lon: float = 0.0,
-    timeout: float = 5.0,
+    within: float = 5.0,
 ) -> tuple[Frame, list[Frame]]:
     """Publish a courier's fix every 0.2 s, as a phone does, until the client receives it
     (a subscription made on an assignment takes a broker round trip to become live).
     Returns that frame and every other frame received meanwhile."""
     topic = f"fleet/couriers/{courier_id}/location"
     start = len(client.frames)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         await apublish(services, topic, fix(lat, lon))
         try:
             frame, _ = await client.expect(
                 lambda f: f["type"] == "location" and f["id"] == courier_id and f["lat"] == lat,
-                timeout=0.2,
+                within=0.2,
             )
         except TimeoutError:
             continue
         return frame, [f for f in client.frames[start:] if f is not frame]
-    raise TimeoutError(f"no fix of {courier_id} reached the client within {timeout} s")
+    raise TimeoutError(f"no fix of {courier_id} reached the client within {within} s")
 
 
 def fix(lat: float = 52.5, lon: float = 13.4, **extra: Any) -> dict[str, Any]:
