@@ -19,6 +19,8 @@ from config import Settings
 
 log = logging.getLogger("bridge.mqtt")
 
+YIELD_EVERY = 16
+
 OnMessage = Callable[[str, bytes, float], Awaitable[None]]
 
 
@@ -81,10 +83,16 @@ class MqttRelay:
                     self.connected = True
                     self._subscriptions.attach(client)
                     on_message = self._on_message
+                    relayed = 0
                     async for message in client.messages:
                         payload = message.payload
                         raw = payload if isinstance(payload, bytes) else str(payload).encode()
                         await on_message(message.topic.value, raw, time.monotonic())
+                        relayed += 1
+                        if relayed % YIELD_EVERY == 0:
+                            # A queued burst never suspends the loop by itself; let the
+                            # sockets' senders write between slices of it.
+                            await asyncio.sleep(0)
             except aiomqtt.MqttError as exc:
                 self.connected = False
                 self._subscriptions.detach()

@@ -136,6 +136,7 @@ class WsClient:
     async def recv(self, within: float = 5.0) -> Frame:
         raw = await asyncio.wait_for(self.connection.recv(), within)
         frame: Frame = json.loads(raw)
+        frame["_received"] = time.time()
         self.frames.append(frame)
         return frame
 
@@ -193,6 +194,10 @@ class WsClient:
 
     async def close(self) -> None:
         await self.connection.close()
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake (a stalled browser's tab)."""
+        self.connection.transport.abort()
 
 
 async def connected(bridge: BridgeProcess, role: str, uid: str, **claims: Any) -> WsClient:
