@@ -64,7 +64,9 @@ class BridgeProcess:
 
 
 @contextlib.contextmanager
-def running_bridge(services: Services, **settings: str) -> Iterator[BridgeProcess]:
+def running_bridge(
+    services: Services, *, extra_env: dict[str, str] | None = None, **settings: str
+) -> Iterator[BridgeProcess]:
     port = free_port()
     env = {
         **os.environ,
@@ -74,6 +76,7 @@ def running_bridge(services: Services, **settings: str) -> Iterator[BridgeProces
         **{f"FLEETPULSE_{k.upper()}": v for k, v in settings.items()},
     }
     env.pop("FIREBASE_AUTH_EMULATOR_HOST", None)
+    env.update(extra_env or {})
     log_path = services.root / f"bridge-{port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
