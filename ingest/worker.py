@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import paho.mqtt.client as mqtt
 import psycopg
 
 from config import Settings
@@ -70,16 +69,18 @@ class Ingestor:
 
     # --- receiving ------------------------------------------------------------------
 
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+    def _on_message(self, topic: str | bytes, payload: bytes, mid: int, qos: int) -> None:
         if self.stopping.is_set():
             return  # not acknowledged: the broker keeps it for the next worker
+        if isinstance(topic, bytes):  # brokers refuse such topics; never trust that
+            topic = topic.decode("utf-8", errors="backslashreplace")
         pending = self.pending
         pending.append(
             Received(
-                message.topic,
-                bytes(message.payload),
-                message.mid,
-                message.qos,
+                topic,
+                payload,
+                mid,
+                qos,
                 self.link.generation,
                 time.time(),
                 time.monotonic(),
@@ -96,6 +97,10 @@ class Ingestor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         try:
+            try:
+                await self._connect()  # early, so the first batch does not wait for it
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                log.warning("database not reachable yet (%s); will retry per batch", exc)
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self.link.run(self.stopping), name="mqtt-link")
                 tasks.create_task(self._write_batches(), name="batch-writer")
@@ -269,15 +274,16 @@ class Ingestor:
     def _ack(self, batch: list[Received]) -> None:
         generation = self.link.generation
         connected = self.link.connected.is_set()
-        ack = self.link.ack
+        mids = []
         stale = 0
         for message in batch:
             if message.qos == 0:
                 continue
             if connected and message.generation == generation:
-                ack(message.mid)
+                mids.append(message.mid)
             else:
                 stale += 1
+        self.link.ack_many(mids)
         if stale:
             self.metrics.stale_acks.inc(stale)
 
