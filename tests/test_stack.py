@@ -101,6 +101,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         "FLEETPULSE_DATA_DIR": str(tmp_path / "var"),
         "FLEETPULSE_MQTT_PORT": str(free_port()),
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
     command = [sys.executable, "-m", "stack"]
@@ -112,6 +114,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
         assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
+        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
 
         second = subprocess.run(
             [*command, "up"],
@@ -135,7 +138,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        assert status.stdout.count("up, pid") == 2
+        # Mosquitto, PostgreSQL, ingest and the bridge.
+        assert status.stdout.count("up, pid") == 4, status.stdout
 
         down = subprocess.run(
             [*command, "down"],
