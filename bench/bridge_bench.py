@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -36,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,15 +44,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import msgspec  # noqa: E402
 import paho.mqtt.client as paho  # noqa: E402
 import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-from websockets.asyncio.client import connect  # noqa: E402
-from websockets.typing import Subprotocol  # noqa: E402
 
 from auth import LocalSigner  # noqa: E402
 from stack.process import free_port  # noqa: E402
 from tests.services import running_services  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from light_websocket import LightWebSocket, open_websocket  # noqa: E402
 
 
 def say(message: str) -> None:
@@ -142,71 +144,75 @@ async def bridge_worker(
     results: Any,
 ) -> None:
     latencies: list[float] = []
+    customer_latencies: list[float] = []
     failures: Counter[str] = Counter()
     gate = asyncio.Semaphore(concurrency)
     connected = 0
+    decode = msgspec.json.Decoder().decode
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    opened: list[LightWebSocket] = []
+
+    def receiver(sock: Socket, confirmed: asyncio.Future[None]) -> Callable[[bytes], None]:
+        def on_message(raw: bytes) -> None:
+            now = time.time()
+            frame = decode(raw)
+            kind = frame["type"]
+            if kind == "location":
+                items = [frame]
+            elif kind == "locations":
+                items = frame["items"]
+            else:
+                if not confirmed.done():
+                    if kind == "snapshot":
+                        confirmed.set_result(None)
+                    elif kind == "error":
+                        confirmed.set_exception(RuntimeError(frame["code"]))
+                return
+            start, end = window.bounds()
+            if not start:
+                return
+            in_window = False
+            for item in items:
+                ts = item["ts"]
+                if start <= ts <= end:
+                    in_window = True
+                    latencies.append((now - ts) * 1000)
+                    sock.received.add((item["id"], ts))
+            if in_window:
+                sock.frames += 1
+                if kind == "location":
+                    customer_latencies.append(latencies[-1])
+
+        return on_message
 
     async def serve(sock: Socket) -> None:
         nonlocal connected
+        confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         try:
             async with gate:
-                connection = await asyncio.wait_for(
-                    connect(url, compression=None, max_size=None, open_timeout=30), 60
+                websocket = await asyncio.wait_for(
+                    open_websocket(host, int(port), "/ws", receiver(sock, confirmed)), 60
                 )
-                await connection.send(json.dumps({"type": "auth", "token": sock.token}))
-                await connection.send(json.dumps({"type": "subscribe", "channel": sock.channel}))
-                while True:
-                    frame = json.loads(await asyncio.wait_for(connection.recv(), 60))
-                    if frame["type"] == "snapshot":
-                        break
-                    if frame["type"] == "error":
-                        raise RuntimeError(frame["code"])
+                opened.append(websocket)
+                websocket.send_text(json.dumps({"type": "auth", "token": sock.token}))
+                websocket.send_text(json.dumps({"type": "subscribe", "channel": sock.channel}))
+                await asyncio.wait_for(confirmed, 60)
             sock.confirmed = time.time()
             connected += 1
         except Exception as exc:
             failures[type(exc).__name__] += 1
-            return
-        try:
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(connection.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.time()
-                start, end = window.bounds()
-                frame = json.loads(raw)
-                kind = frame["type"]
-                items = frame["items"] if kind == "locations" else [frame]
-                if kind not in ("location", "locations"):
-                    continue
-                in_window = False
-                for item in items:
-                    ts = item["ts"]
-                    if start and start <= ts <= end:
-                        in_window = True
-                        latencies.append((now - ts) * 1000)
-                        sock.received.add((item["id"], ts))
-                if in_window:
-                    sock.frames += 1
-        except Exception as exc:
-            failures[f"after connect: {type(exc).__name__}"] += 1
-        finally:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
     tasks = [asyncio.create_task(serve(sock)) for sock in sockets]
-
-    async def report_progress() -> None:
-        while not all(t.done() for t in tasks):
-            results.put(("progress", os.getpid(), connected, sum(failures.values())))
-            await asyncio.sleep(1.0)
-
-    progress = asyncio.create_task(report_progress())
+    while not stop.is_set():
+        results.put(("progress", os.getpid(), connected, sum(failures.values())))
+        await asyncio.sleep(1.0)
     await asyncio.gather(*tasks)
-    progress.cancel()
-    per_customer = [
-        (s.courier, len({key for key in s.received})) for s in sockets if s.courier is not None
-    ]
+    lost_connections = sum(1 for w in opened if w.closed.done())
+    if lost_connections:
+        failures["closed by the server"] += lost_connections
+    for websocket in opened:
+        websocket.close()
+    per_customer = [(s.courier, len(s.received)) for s in sockets if s.courier is not None]
     per_admin = [len(s.received) for s in sockets if s.courier is None and s.confirmed]
     confirmed_late = sum(1 for s in sockets if s.confirmed > window.bounds()[0])
     results.put(
@@ -218,6 +224,7 @@ async def bridge_worker(
             per_admin,
             dict(failures),
             confirmed_late,
+            customer_latencies,
         )
     )
 
@@ -277,69 +284,49 @@ def mqtt_publish_payloads(data: bytes) -> list[bytes]:
 
 
 async def reference_worker(
-    url: str, count: int, topic: str, window: Window, stop: Any, results: Any
+    port: int, count: int, topic: str, window: Window, stop: Any, results: Any
 ) -> None:
     latencies: list[float] = []
     frames = 0
     failures: Counter[str] = Counter()
-    ready = 0
+    decode = msgspec.json.Decoder().decode
+    opened: list[LightWebSocket] = []
+
+    def on_message(data: bytes) -> None:
+        nonlocal frames
+        now = time.time()
+        start, end = window.bounds()
+        for payload in mqtt_publish_payloads(data):
+            ts = decode(payload)["ts"]
+            if start and start <= ts <= end:
+                frames += 1
+                latencies.append((now - ts) * 1000)
 
     async def serve(n: int) -> None:
-        nonlocal frames, ready
         try:
-            connection = await connect(
-                url,
-                subprotocols=[Subprotocol("mqtt")],
-                compression=None,
-                max_size=None,
-                open_timeout=30,
+            websocket = await open_websocket(
+                "127.0.0.1", port, "/mqtt", on_message, subprotocol="mqtt"
             )
-            await connection.send(mqtt_connect_packet(f"ref-{os.getpid()}-{n}"))
-            await connection.recv()  # CONNACK
-            await connection.send(mqtt_subscribe_packet(topic))
-            await connection.recv()  # SUBACK
-            ready += 1
+            opened.append(websocket)
+            websocket.send_binary(mqtt_connect_packet(f"ref-{os.getpid()}-{n}"))
+            websocket.send_binary(mqtt_subscribe_packet(topic))
         except Exception as exc:
             failures[type(exc).__name__] += 1
-            return
-        try:
-            while not stop.is_set():
-                try:
-                    raw = await asyncio.wait_for(connection.recv(), 0.5)
-                except TimeoutError:
-                    continue
-                now = time.time()
-                start, end = window.bounds()
-                data = raw if isinstance(raw, bytes) else raw.encode()
-                for payload in mqtt_publish_payloads(data):
-                    ts = json.loads(payload)["ts"]
-                    if start and start <= ts <= end:
-                        frames += 1
-                        latencies.append((now - ts) * 1000)
-        except Exception as exc:
-            failures[f"after connect: {type(exc).__name__}"] += 1
-        finally:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
-    all_in = asyncio.Event()
-
-    tasks = [asyncio.create_task(serve(n)) for n in range(count)]
-    while not all_in.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(all_in.wait(), 0.2)
-        if ready + sum(failures.values()) >= count or all(t.done() for t in tasks):
-            all_in.set()
-    results.put(("reference-ready", ready))
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*(serve(n) for n in range(count)))
+    await asyncio.sleep(1.0)  # CONNACK and SUBACK
+    results.put(("reference-ready", len(opened), dict(failures)))
+    await asyncio.to_thread(stop.wait)
+    for websocket in opened:
+        websocket.close()
     results.put(("reference", latencies, frames, dict(failures)))
 
 
 def run_reference_worker(
-    url: str, count: int, topic: str, window: Window, stop: Any, results: Any
+    port: int, count: int, topic: str, window: Window, stop: Any, results: Any
 ) -> None:
     raise_fd_limit()
-    asyncio.run(reference_worker(url, count, topic, window, stop, results))
+    asyncio.run(reference_worker(port, count, topic, window, stop, results))
 
 
 # --- the orchestrator ---------------------------------------------------------------------
@@ -536,19 +523,27 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
         say(f"publisher: {next(m[2] for m in messages if m[0] == 'publisher'):.0f} fixes/s")
         every_fix = sum(published.values())
         latencies: list[float] = []
+        customer_latencies: list[float] = []
         frames = missing = late = 0
         failures: Counter[str] = Counter()
         for message in messages:
             if message[0] != "bridge":
                 continue
-            _, lat, count, per_customer, per_admin, fails, confirmed_late = message
+            _, lat, count, per_customer, per_admin, fails, confirmed_late, customer = message
             latencies.extend(lat)
+            customer_latencies.extend(customer)
             frames += count
             failures.update(fails)
             late += confirmed_late
             missing += sum(max(0, published.get(c, 0) - got) for c, got in per_customer)
             missing += sum(max(0, every_fix - got) for got in per_admin)
         sockets_open = total - failed
+        if customer_latencies:
+            say(
+                f"customer sockets alone: p50 {statistics.median(customer_latencies):.1f} ms, "
+                f"p99 {percentile(customer_latencies, 0.99):.1f} ms (the firehose adds up to "
+                "one batch interval)"
+            )
         cpu_percent = (cpu_end - cpu_start) / plan.window_s * 100
         say(
             f"bridge: {len(latencies)} positions in the window, {frames} frames, "
@@ -615,7 +610,7 @@ def measure_reference(plan: Plan) -> dict[str, float]:
             worker = ctx.Process(
                 target=run_reference_worker,
                 args=(
-                    f"ws://127.0.0.1:{ws_port}/mqtt",
+                    ws_port,
                     count,
                     "bench/ref",
                     window,
@@ -627,9 +622,11 @@ def measure_reference(plan: Plan) -> dict[str, float]:
             processes.append(worker)
         ready = 0
         for _ in per_worker:
-            kind, n = results.get(timeout=300)
+            kind, n, failed = results.get(timeout=300)
             assert kind == "reference-ready", kind
             ready += n
+            if failed:
+                say(f"reference connection failures: {failed}")
         say(f"reference: {ready}/{plan.reference_sockets} sockets on Mosquitto's listener")
         publisher = ctx.Process(
             target=run_publisher,
