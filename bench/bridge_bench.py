@@ -72,6 +72,8 @@ class Plan:
     connect_concurrency: int
     reference_sockets: int
     reference_rate: float
+    profile: str = ""
+    settle_s: float = 10.0
 
 
 # --- the shared clock between processes ---------------------------------------------------
@@ -500,15 +502,62 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
         connect_s = time.monotonic() - connect_started
         failed = sum(f for _, f in progress.values())
         say(f"{total - failed}/{total} sockets connected in {connect_s:.1f} s ({failed} failed)")
-        # Drain further progress notes; the window opens now.
+        # Opening 5,000 sockets while the stream runs leaves the bridge a backlog; measure the
+        # steady state once it has caught up.
+        time.sleep(plan.settle_s)
         cpu_start = cpu_seconds(bridge.pid)
         window.start.value = time.time() + 1.0
         window.end.value = window.start.value + plan.window_s
         coalesced_before = bridge_metric(port, "bridge_positions_coalesced_total")
+        profiler = None
+        if plan.profile:
+            # Collapsed stacks of the bridge during the window (py-spy, a dev dependency).
+            profiler = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "-d",
+                    str(int(plan.window_s)),
+                    "-o",
+                    plan.profile,
+                    "-p",
+                    str(bridge.pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         time.sleep(plan.window_s + 1.0)
+        if profiler is not None:
+            profiler.wait(60)
         cpu_end = cpu_seconds(bridge.pid)
         loaded_rss = rss_kb(bridge.pid)
         coalesced = bridge_metric(port, "bridge_positions_coalesced_total") - coalesced_before
+        say(
+            "bridge metrics: "
+            + ", ".join(
+                f"{name} {bridge_metric(port, name):.0f}"
+                for name in (
+                    "bridge_mqtt_messages_total",
+                    "bridge_frames_out_total",
+                    "bridge_relay_latency_seconds_count",
+                    "bridge_mqtt_reconnects_total",
+                    "bridge_mqtt_filters",
+                    "bridge_closed_total",
+                    "bridge_dropped_total",
+                    "bridge_gc_seconds_total",
+                )
+            )
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("bridge_gc_seconds_total"):
+                    say(f"bridge metrics: {line}")
+        for line in log_path.read_text(errors="replace").splitlines():
+            if "WARNING" in line or "ERROR" in line or "Traceback" in line:
+                say(f"bridge log: {line[:300]}")
         stop_publisher.set()
         time.sleep(3.0)  # the last fixes of the window arrive
         stop_clients.set()
@@ -691,6 +740,10 @@ def main() -> int:
     parser.add_argument("--reference-sockets", type=int, default=1000)
     parser.add_argument("--reference-rate", type=float, default=20.0, help="messages/s")
     parser.add_argument(
+        "--settle", type=float, default=10.0, help="seconds between connecting and measuring"
+    )
+    parser.add_argument("--profile", default="", help="write py-spy collapsed stacks here")
+    parser.add_argument(
         "--quick", action="store_true", help="a small mix (200 couriers, 500 customers, 5 admins)"
     )
     args = parser.parse_args()
@@ -704,6 +757,8 @@ def main() -> int:
         connect_concurrency=args.connect_concurrency,
         reference_sockets=100 if args.quick else args.reference_sockets,
         reference_rate=args.reference_rate,
+        profile=args.profile,
+        settle_s=args.settle,
     )
     if plan.customers > 3 * plan.couriers:
         parser.error("a courier carries at most 3 orders: --customers <= 3 * --couriers")

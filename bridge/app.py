@@ -38,6 +38,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
     misconfigured process refuses to start."""
     verifier = verifier or build_verifier(settings)
     metrics = BridgeMetrics()
+    metrics.watch_gc()
     session_limits = SessionLimits(
         auth_timeout_s=settings.bridge_auth_timeout_s,
         reauth_grace_s=settings.bridge_reauth_grace_s,
