@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing as mp
 import os
@@ -239,7 +240,7 @@ def run_bridge_worker(
     stop: Any,
     results: Any,
 ) -> None:
-    raise_fd_limit()
+    prepare_load_process()
     asyncio.run(bridge_worker(url, sockets, concurrency, window, stop, results))
 
 
@@ -327,11 +328,18 @@ async def reference_worker(
 def run_reference_worker(
     port: int, count: int, topic: str, window: Window, stop: Any, results: Any
 ) -> None:
-    raise_fd_limit()
+    prepare_load_process()
     asyncio.run(reference_worker(port, count, topic, window, stop, results))
 
 
 # --- the orchestrator ---------------------------------------------------------------------
+def prepare_load_process() -> None:
+    """The measuring processes hold hundreds of thousands of received keys; a collector
+    pause there would be charged to the server under test. They live for minutes: no GC."""
+    raise_fd_limit()
+    gc.disable()
+
+
 def raise_fd_limit() -> None:
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
