@@ -517,6 +517,7 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
         window.start.value = time.time() + 1.0
         window.end.value = window.start.value + plan.window_s
         coalesced_before = bridge_metric(port, "bridge_positions_coalesced_total")
+        load_before = os.getloadavg()[0]
         profiler = None
         if plan.profile:
             # Collapsed stacks of the bridge during the window (py-spy, a dev dependency).
@@ -542,6 +543,11 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
             profiler.wait(60)
         cpu_end = cpu_seconds(bridge.pid)
         loaded_rss = rss_kb(bridge.pid)
+        say(
+            f"during the window: the bridge's event loop lagged at most "
+            f"{bridge_metric(port, 'bridge_event_loop_lag_max_seconds') * 1000:.0f} ms; machine "
+            f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+        )
         coalesced = bridge_metric(port, "bridge_positions_coalesced_total") - coalesced_before
         say(
             "bridge metrics: "

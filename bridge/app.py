@@ -84,6 +84,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
                         name="fleet-batcher",
                     ),
                     group.create_task(hub.run_catch_up(), name="position-catch-up"),
+                    group.create_task(hub.run_loop_lag_probe(), name="loop-lag-probe"),
                     group.create_task(
                         hub.run_cache_sweeper(CACHE_SWEEP_INTERVAL_S), name="order-cache-sweeper"
                     ),
@@ -106,7 +107,9 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
         await session.run()
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(metrics.registry)
+        metrics.loop_lag_peak = 0.0
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -66,6 +66,19 @@ class BridgeMetrics:
             ["generation"],
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds",
+            "How late a 100 ms timer fires: time the event loop could not run anything",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "bridge_event_loop_lag_max_seconds",
+            "The largest event-loop lag since the last scrape",
+            registry=r,
+        )
+        self.loop_lag_peak = 0.0
+        self.loop_lag_max.set_function(lambda: self.loop_lag_peak)
         self.mqtt_reconnects = Counter(
             "bridge_mqtt_reconnects_total", "Connections to the broker lost", registry=r
         )
