@@ -132,8 +132,18 @@ class Ingestor:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
 
     async def _write_batches(self) -> None:
+        """Take batches in arrival order; decode the next one while the last one commits.
+
+        At most one write is in flight, and each write acknowledges its batch before the
+        next write starts, so PUBACKs go out in the order the messages arrived."""
+        writing: asyncio.Task[None] | None = None
         while True:
             if not self.pending:
+                if writing is not None:
+                    if not await self._finished(writing):
+                        return
+                    writing = None
+                    continue
                 if self.stopping.is_set():
                     return
                 self._wake.clear()
@@ -143,16 +153,24 @@ class Ingestor:
                 await self._wait_for_batch()
             batch = self.pending[: self._batch_rows]
             del self.pending[: len(batch)]
-            try:
-                # Shielded: a cancelled writer must not cut between commit and ack.
-                await asyncio.shield(self._store_and_ack(batch))
-            except DrainDeadlineError:
-                log.warning(
-                    "drain deadline passed; %d messages stay unacknowledged at the broker",
-                    len(batch) + len(self.pending),
-                )
+            rows = self._prepare(batch)
+            if writing is not None and not await self._finished(writing):
                 self.pending[:0] = batch
                 return
+            writing = asyncio.create_task(self._store_and_ack(batch, rows), name="batch-write")
+
+    async def _finished(self, writing: asyncio.Task[None]) -> bool:
+        """Wait for a write; False if it gave up at the drain deadline."""
+        try:
+            # Shielded: a cancelled writer must not cut between commit and ack.
+            await asyncio.shield(writing)
+        except DrainDeadlineError:
+            log.warning(
+                "drain deadline passed; %d messages stay unacknowledged at the broker",
+                len(self.pending),
+            )
+            return False
+        return True
 
     async def _wait_for_batch(self) -> None:
         deadline = self.pending[0].received_mono + self._batch_age
@@ -170,6 +188,8 @@ class Ingestor:
         rows = BatchRows()
         decode = self.decoder.decode
         invalid = self.metrics.invalid
+        # Receive times to the millisecond: one datetime serves every message of that ms.
+        last_ms, received_at = -1, datetime.fromtimestamp(0, UTC)
         for message in batch:
             decoded: Decoded = decode(
                 message.topic, message.payload, received_at=message.received_at
@@ -178,7 +198,9 @@ class Ingestor:
                 if count:
                     self.metrics.skipped.inc()
                 continue
-            received_at = datetime.fromtimestamp(message.received_at, UTC)
+            ms = int(message.received_at * 1000)
+            if ms != last_ms:
+                last_ms, received_at = ms, datetime.fromtimestamp(ms / 1000, UTC)
             if decoded.fixes:
                 rows.add_fixes(decoded.fixes, received_at)
             for event in decoded.events:
@@ -193,10 +215,13 @@ class Ingestor:
                 rows.dead_letters.append((received_at, message.topic, message.payload, reason))
         return rows
 
-    async def _store_and_ack(self, batch: list[Received]) -> None:
-        rows = self._prepare(batch)
+    async def _store_and_ack(self, batch: list[Received], rows: BatchRows) -> None:
         started = time.monotonic()
-        result = await self._write_with_retry(rows, batch)
+        try:
+            result = await self._write_with_retry(rows, batch)
+        except DrainDeadlineError:
+            self.pending[:0] = batch
+            raise
         committed = time.time()
         self._ack(batch)
         self._count(result, rows, batch, started, committed)

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from broker.accounts import secrets_path
 from config import ConfigError, Settings, load_settings
 from stack.children import ChildProcess, fleet_processes, stop_timeout
 from stack.errors import StackError
@@ -28,7 +29,7 @@ def supervisor_pid_file(settings: Settings) -> Path:
 
 def servers(settings: Settings) -> tuple[MosquittoServer, PostgresServer]:
     return (
-        MosquittoServer(settings.data_dir, settings.mqtt_port, host=settings.mqtt_host),
+        MosquittoServer.from_settings(settings),
         PostgresServer(settings.data_dir, settings.postgres_port),
     )
 
@@ -59,6 +60,8 @@ def up(settings: Settings) -> int:
         say(f"data folder: {settings.data_dir}")
         say(f"starting Mosquitto on {settings.mqtt_host}:{settings.mqtt_port} ...")
         mosquitto.start()
+        assert mosquitto.last_bootstrap is not None
+        say(f"broker security: {mosquitto.last_bootstrap.summary()}")
         say(f"starting PostgreSQL 15 + TimescaleDB on 127.0.0.1:{settings.postgres_port} ...")
         postgres.start()
         applied = apply_migrations(postgres.dsn)
@@ -67,7 +70,9 @@ def up(settings: Settings) -> int:
             child.start()
             children.append(child)
             say(f"{child.name}: started (pid {child.pid}), log {child.log_path}")
-        say(f"MQTT broker:  {mosquitto.url}")
+        say(f"MQTT broker:  {mosquitto.url} (services), {mosquitto.tls_url} (TLS, devices)")
+        say(f"TLS CA:       {mosquitto.cafile}")
+        say(f"MQTT secrets: {secrets_path(settings.data_dir)}")
         say(f"database:     {postgres.dsn}")
         if settings.ingest_metrics_port:
             say(
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=settings.mqtt_host,
                 port=settings.mqtt_port,
                 user="mosquitto",
+                broker=mosquitto.broker_config(),
             ),
             end="",
         )
