@@ -71,9 +71,10 @@ def fleet_processes(settings: Settings) -> list[ChildProcess]:
     log_dir, run_dir = settings.data_dir / "log", settings.data_dir / "run"
     return [
         ChildProcess("ingest", "ingest", log_dir / "ingest.log", run_dir / "ingest.pid"),
+        ChildProcess("bridge", "bridge", log_dir / "bridge.log", run_dir / "bridge.pid"),
     ]
 
 
 def stop_timeout(settings: Settings) -> float:
     """How long a child may take to drain before it is killed."""
-    return settings.ingest_drain_timeout_s + 10
+    return max(settings.ingest_drain_timeout_s, settings.bridge_drain_timeout_s) + 10

@@ -103,6 +103,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
         "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
         "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
         "FLEETPULSE_INGEST_CLIENT_ID": "stack-cli-test",
     }
@@ -116,6 +117,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
         assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
+        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
         assert "ingest: started" in output
 
         # The supervised ingest worker stores what a device publishes.
@@ -172,7 +174,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        assert status.stdout.count("up, pid") == 3  # Mosquitto, PostgreSQL, ingest
+        # Mosquitto, PostgreSQL, ingest and the bridge.
+        assert status.stdout.count("up, pid") == 4, status.stdout
 
         down = subprocess.run(
             [*command, "down"],
