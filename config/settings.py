@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     positions_retention_days: float = Field(default=90.0, gt=0)
     retention_interval_s: float = Field(default=3600.0, gt=0)
 
+    # Auth (the bridge and the API). Unset auth_mode means local in the local environment and
+    # firebase in production.
+    auth_mode: Literal["local", "firebase"] | None = None
+    firebase_project_id: str = ""
+    auth_clock_skew_s: int = Field(default=0, ge=0, le=60)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -87,6 +93,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/fleetpulse"
+
+    @property
+    def effective_auth_mode(self) -> Literal["local", "firebase"]:
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "firebase" if self.environment == "production" else "local"
 
     @property
     def mqtt_url(self) -> str:
