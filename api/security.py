@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Protocol
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import Forbidden, Unauthorized
+from auth import AuthError, Principal, Verifier
 from workflow import Actor
 
-
-class Principal(Protocol):
-    @property
-    def uid(self) -> str: ...
-    @property
-    def role(self) -> str: ...
-    @property
-    def courier_id(self) -> str | None: ...
-    @property
-    def restaurant_id(self) -> str | None: ...
-
-
-TokenCheck = Callable[[str], Awaitable[Principal]]
 
 _bearer = HTTPBearer(auto_error=False, description="Firebase ID token (or a local-mode token)")
 
@@ -34,19 +21,19 @@ async def current_principal(
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("missing bearer token: send `Authorization: Bearer <ID token>`")
-    check: TokenCheck = request.app.state.check_token
-    return await check(credentials.credentials)
+    verifier: Verifier = request.app.state.verifier
+    try:
+        return await verifier.verify_async(credentials.credentials)
+    except AuthError as exc:
+        raise Unauthorized(str(exc)) from None
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def actor_of(principal: Principal) -> Actor:
-    role = principal.role
-    if role not in ("admin", "courier", "customer", "restaurant"):
-        raise Forbidden(f"unknown role {role!r}")
     return Actor(
-        role=role,  # type: ignore[arg-type]
+        role=principal.role,
         uid=principal.uid,
         courier_id=principal.courier_id,
         restaurant_id=principal.restaurant_id,

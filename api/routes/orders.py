@@ -25,7 +25,7 @@ from api.schemas import (
     Point,
     StatusIn,
 )
-from api.security import CurrentPrincipal, Principal, actor_of, require
+from api.security import CurrentPrincipal, actor_of, require
 from api.state import ApiState, State
 from workflow import (
     ASSIGNABLE,
@@ -358,7 +358,3 @@ async def _batch_item(
         outcome=change.outcome,
         status=change.status,  # type: ignore[arg-type]
     )
-
-
-def principal_uid(principal: Principal) -> str:
-    return principal.uid
