@@ -113,8 +113,10 @@ async def retention_loop(state: ApiState) -> None:
             await install_retention_policy(conn, days)
             log.info("retention: TimescaleDB policy installed (%.0f days)", days)
             return
-    log.info("retention: Apache TimescaleDB has no policies; dropping chunks every %.0f s",
-             state.settings.retention_interval_s)
+    log.info(
+        "retention: Apache TimescaleDB has no policies; dropping chunks every %.0f s",
+        state.settings.retention_interval_s,
+    )
     while True:
         try:
             async with state.pool.connection() as conn:

@@ -10,7 +10,7 @@ from protocol.server_topics import (
     AlertMessage,
     AssignmentMessage,
     Stop,
-    alert_topic,
+    alerts_topic,
     assignments_topic,
     order_status_message,
     order_status_topic,
@@ -38,7 +38,7 @@ def publish_order_event(
         note=note,
         previous_courier_id=previous_courier_id,
     )
-    publisher.publish(order_status_topic(prefix, order["id"]), message.encode(), kind=event)
+    publisher.publish(order_status_topic(order["id"], prefix=prefix), message.encode(), kind=event)
 
 
 def publish_assignment(
@@ -62,7 +62,7 @@ def publish_assignment(
         ts=ts,
         reason=reason,
     )
-    publisher.publish(assignments_topic(prefix, courier_id), message.encode(), kind=kind)
+    publisher.publish(assignments_topic(courier_id, prefix=prefix), message.encode(), kind=kind)
 
 
 def publish_alert(
@@ -73,7 +73,7 @@ def publish_alert(
     kind: Literal["alert_raised", "alert_acknowledged"],
 ) -> None:
     message = AlertMessage(type=kind, alert_id=alert["id"], **_alert_fields(alert))
-    publisher.publish(alert_topic(prefix, alert["id"]), message.encode(), kind=kind)
+    publisher.publish(alerts_topic(alert["courier_id"], prefix=prefix), message.encode(), kind=kind)
 
 
 def _alert_fields(alert: dict[str, Any]) -> dict[str, Any]:

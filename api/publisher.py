@@ -51,10 +51,10 @@ class Publisher:
         self._idle.clear()
         self._wakeup.set()
 
-    async def drained(self, timeout: float) -> bool:
+    async def drained(self, deadline_s: float) -> bool:
         """Wait until everything queued has been acknowledged by the broker."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(self._idle.wait(), deadline_s)
         except TimeoutError:
             return False
         return True

@@ -11,7 +11,6 @@ from api.errors import Forbidden, Unauthorized
 from auth import AuthError, Principal, Verifier
 from workflow import Actor
 
-
 _bearer = HTTPBearer(auto_error=False, description="Firebase ID token (or a local-mode token)")
 
 

@@ -1,10 +1,11 @@
-"""Topics and payloads the server itself publishes (the API today; ingest for MQTT reports).
+"""Payloads the server itself publishes (the API; ingest for MQTT reports), on the server
+topics of protocol.topics.
 
 | topic | QoS | retained | who reads it |
 |---|---|---|---|
 | `{prefix}/couriers/{courier_id}/assignments` | 1 | no | the courier's phone; the bridge |
 | `{prefix}/orders/{order_id}/status` | 1 | no | the bridge (customer, restaurant, admin) |
-| `{prefix}/alerts/{alert_id}` | 1 | no | the bridge (admins) |
+| `{prefix}/alerts/{courier_id}` | 1 | no | the bridge (admins) |
 
 Payloads are JSON objects with a `type` field; times are ISO 8601 in UTC.
 """
@@ -16,19 +17,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from protocol.topics import alerts_topic, assignments_topic, order_status_topic
+
 SERVER_QOS = 1
 
-
-def assignments_topic(prefix: str, courier_id: str) -> str:
-    return f"{prefix}/couriers/{courier_id}/assignments"
-
-
-def order_status_topic(prefix: str, order_id: str) -> str:
-    return f"{prefix}/orders/{order_id}/status"
-
-
-def alert_topic(prefix: str, alert_id: int) -> str:
-    return f"{prefix}/alerts/{alert_id}"
+__all__ = [
+    "SERVER_QOS",
+    "AlertMessage",
+    "AssignmentMessage",
+    "OrderStatusMessage",
+    "Stop",
+    "alerts_topic",
+    "assignments_topic",
+    "order_status_message",
+    "order_status_topic",
+]
 
 
 class _Message(BaseModel):

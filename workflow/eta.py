@@ -11,6 +11,7 @@ eta       = time of the last fix + remaining / speed (never before now).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,8 +58,7 @@ def average_speed(fixes: list[Fix], params: EtaParameters) -> float:
         if seconds <= 0:
             return params.default_speed_mps
         metres = sum(
-            haversine_m(a.lat, a.lon, b.lat, b.lon)
-            for a, b in zip(ordered, ordered[1:], strict=False)
+            haversine_m(a.lat, a.lon, b.lat, b.lon) for a, b in itertools.pairwise(ordered)
         )
         speed = metres / seconds
     if speed < params.min_speed_mps:

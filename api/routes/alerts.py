@@ -49,8 +49,13 @@ async def raise_alert(body: AlertIn, state: State, principal: CurrentPrincipal) 
                 now,
                 courier_id,
                 json.dumps(
-                    {"alert_id": alert["id"], "lat": body.lat, "lon": body.lon,
-                     "message": body.message, "source": "rest"}
+                    {
+                        "alert_id": alert["id"],
+                        "lat": body.lat,
+                        "lon": body.lon,
+                        "message": body.message,
+                        "source": "rest",
+                    }
                 ),
                 f"rest:{uuid.uuid4().hex}",
             ),

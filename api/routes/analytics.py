@@ -72,7 +72,11 @@ async def analytics(
     async with state.transaction() as conn:
         cur = await conn.execute(ORDERS_SQL, params)
         by_status, deliveries, avg_s, p90_s, on_time = await cur.fetchone() or (
-            {}, 0, None, None, None,
+            {},
+            0,
+            None,
+            None,
+            None,
         )
         cur = await conn.execute(COURIERS_SQL, params)
         online, active = await cur.fetchone() or (0, 0)

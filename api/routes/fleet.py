@@ -80,9 +80,7 @@ async def _get(state: ApiState, table: str, entity_id: str, what: str) -> dict[s
 
 async def _list(state: ApiState, table: str, limit: int, offset: int) -> list[dict[str, Any]]:
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT * FROM {table} ORDER BY id LIMIT %s OFFSET %s", (limit, offset)
-        )
+        await cur.execute(f"SELECT * FROM {table} ORDER BY id LIMIT %s OFFSET %s", (limit, offset))
         return await cur.fetchall()
 
 
@@ -152,10 +150,13 @@ def availability(row: dict[str, Any], *, now: datetime, timeout_s: float) -> Cou
     seen = [t for t in (row["last_fix"], row["presence_time"]) if t is not None]
     last_seen = max(seen) if seen else None
     state: str
-    if last_seen is None or now - last_seen > timedelta(seconds=timeout_s):
-        state = "offline"
-    elif row["presence_state"] == "offline" and (
-        row["last_fix"] is None or row["last_fix"] <= row["presence_time"]
+    if (
+        last_seen is None
+        or now - last_seen > timedelta(seconds=timeout_s)
+        or (
+            row["presence_state"] == "offline"
+            and (row["last_fix"] is None or row["last_fix"] <= row["presence_time"])
+        )
     ):
         state = "offline"
     elif row["presence_state"] == "busy" or row["has_active"]:
@@ -167,7 +168,7 @@ def availability(row: dict[str, Any], *, now: datetime, timeout_s: float) -> Cou
         name=row["name"],
         phone=row["phone"],
         created_at=row["created_at"],
-        availability=state,  # type: ignore[arg-type]
+        availability=state,
         last_seen=last_seen,
     )
 

@@ -21,7 +21,9 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health, "description": "not ready"}})
+@router.get(
+    "/readyz", response_model=Health, responses={503: {"model": Health, "description": "not ready"}}
+)
 async def readyz(state: State) -> JSONResponse:
     """Ready when the database answers and the MQTT publisher is connected."""
     checks: dict[str, str] = {}

@@ -60,7 +60,7 @@ def order_out(row: dict[str, Any], actor: Actor) -> Order:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         delivered_at=row["delivered_at"],
-        allowed_next=[str(s) for s in allowed_next_for(row["status"], actor.role)],  # type: ignore[misc]
+        allowed_next=[str(s) for s in allowed_next_for(row["status"], actor.role)],
     )
 
 
@@ -321,8 +321,10 @@ async def change_status_batch(
     its own result, so one bad item never blocks the others."""
     actor = actor_of(principal)
     return BatchStatusOut(
-        results=[await _batch_item(state, actor, item.order_id, item.status, item.note)
-                 for item in body.items]
+        results=[
+            await _batch_item(state, actor, item.order_id, item.status, item.note)
+            for item in body.items
+        ]
     )
 
 
@@ -340,9 +342,9 @@ async def _batch_item(
             order_id=order_id,
             http_status=409,
             outcome="rejected",
-            status=exc.current,  # type: ignore[arg-type]
+            status=exc.current,
             message=str(exc),
-            allowed=[str(s) for s in allowed_next_for(exc.current, actor.role)],  # type: ignore[misc]
+            allowed=[str(s) for s in allowed_next_for(exc.current, actor.role)],
         )
     except ActorNotAllowedError as exc:
         return BatchStatusResult(
@@ -356,5 +358,5 @@ async def _batch_item(
         order_id=order_id,
         http_status=200,
         outcome=change.outcome,
-        status=change.status,  # type: ignore[arg-type]
+        status=change.status,
     )

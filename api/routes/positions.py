@@ -108,9 +108,7 @@ async def track(
     if format == "geojson":
         return GeoJsonFeature(
             type="Feature",
-            geometry=GeoJsonGeometry(
-                type="LineString", coordinates=[[r[2], r[1]] for r in rows]
-            ),
+            geometry=GeoJsonGeometry(type="LineString", coordinates=[[r[2], r[1]] for r in rows]),
             properties={
                 "courier_id": courier_id,
                 "start": start.isoformat(),
@@ -124,9 +122,7 @@ async def track(
         start=start,
         end=end,
         resolution_s=resolution_s,
-        points=[
-            TrackPoint(ts=r[0], lat=r[1], lon=r[2], speed=r[3], fixes=r[4]) for r in rows
-        ],
+        points=[TrackPoint(ts=r[0], lat=r[1], lon=r[2], speed=r[3], fixes=r[4]) for r in rows],
     )
 
 
