@@ -61,15 +61,21 @@ class Actor:
 
 @dataclass(frozen=True)
 class StatusChange:
-    """The outcome of one requested status change, for the response and the status event."""
+    """The outcome of one requested status change, for the response and the status event.
 
-    order: dict[str, Any]
-    previous: Status
-    status: Status
-    outcome: Literal["applied", "repeat"]
+    `rejected` only comes back with `record_rejection`: the refusal was stored as a
+    `status_rejected` event (commit it), `reason` says why and `allowed` what may come next.
+    """
+
+    order: dict[str, Any] | None
+    previous: Status | None
+    status: Status | None
+    outcome: Literal["applied", "repeat", "rejected"]
     at: datetime
     actor: Actor
     note: str
+    reason: str = ""
+    allowed: tuple[Status, ...] = ()
 
 
 async def load_order(
@@ -101,36 +107,50 @@ async def apply_status(
 
     Raises OrderNotFoundError (unknown, or not the actor's), TransitionError (409, carries
     the allowed next states) or ActorNotAllowedError. With `record_rejection` (MQTT reports)
-    a refused change is stored as a `status_rejected` event before the error is raised, so
-    the caller must still commit.
+    nothing is raised: a refused change is stored as a `status_rejected` event and returned
+    with outcome `rejected`; the caller commits either way.
     """
     when = at or datetime.now(UTC)
-    order = await load_order(conn, order_id, for_update=True)
-    if order is None or not actor.may_see(order):
-        raise OrderNotFoundError(order_id)
-    current = Status(order["status"])
     key = dedup_key or f"{source}:{uuid.uuid4().hex}"
+    order = await load_order(conn, order_id, for_update=True)
     try:
+        if order is None or not actor.may_see(order):
+            raise OrderNotFoundError(order_id)
+        current = Status(order["status"])
         decision = decide(current, target, role=actor.role)
-    except (TransitionError, ActorNotAllowedError) as exc:
-        if record_rejection:
-            await _insert_event(
-                conn,
-                kind="status_rejected",
-                at=when,
-                actor=actor,
-                source=source,
-                order_id=order_id,
-                payload={
-                    "from": current,
-                    "to": str(target),
-                    "note": note,
-                    "reason": str(exc),
-                    "allowed": allowed_next_for(current, actor.role),
-                },
-                dedup_key=key,
-            )
-        raise
+    except (OrderNotFoundError, TransitionError, ActorNotAllowedError) as exc:
+        if not record_rejection:
+            raise
+        known = order is not None and actor.may_see(order)
+        previous = Status(order["status"]) if order is not None and known else None
+        allowed = tuple(allowed_next_for(previous, actor.role)) if previous else ()
+        await _insert_event(
+            conn,
+            kind="status_rejected",
+            at=when,
+            actor=actor,
+            source=source,
+            order_id=order_id,
+            payload={
+                "from": previous,
+                "to": str(target),
+                "note": note,
+                "reason": str(exc),
+                "allowed": list(allowed),
+            },
+            dedup_key=key,
+        )
+        return StatusChange(
+            order if known else None,
+            previous,
+            previous,
+            "rejected",
+            when,
+            actor,
+            note,
+            reason=str(exc),
+            allowed=allowed,
+        )
     if decision.outcome == "repeat":
         return StatusChange(order, current, current, "repeat", when, actor, note)
     wanted = decision.target

@@ -270,6 +270,7 @@ async def _change_status(
 
 def _publish_change(state: ApiState, change: StatusChange) -> None:
     prefix = state.settings.topic_prefix
+    assert change.order is not None
     publish_order_event(
         state.publisher,
         prefix,
@@ -310,6 +311,7 @@ async def change_status(
         raise InvalidTransition(str(exc), allowed=allowed) from None
     except ActorNotAllowedError as exc:
         raise Forbidden(str(exc)) from None
+    assert change.order is not None
     return order_out(change.order, actor)
 
 
