@@ -4,6 +4,7 @@ upsert (the API reads what ingest writes)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -12,7 +13,7 @@ import psycopg
 def store_fixes(
     conn: psycopg.Connection[Any],
     courier_id: str,
-    fixes: list[tuple[datetime, float, float, float | None]],
+    fixes: Sequence[tuple[datetime, float, float, float | None]],
     *,
     kind: str = "courier",
 ) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 import pytest
 
 from tests.api.conftest import World
@@ -21,7 +22,7 @@ class Subscriber:
         self.messages: queue.Queue[tuple[str, int, dict[str, Any]]] = queue.Queue()
         self._subscribed = queue.Queue[int]()
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"test-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
@@ -35,7 +36,7 @@ class Subscriber:
         assert self._subscribed.get(timeout=10) == mid
 
     def take(self, count: int, timeout: float = 10) -> list[tuple[str, int, dict[str, Any]]]:
-        got = []
+        got: list[tuple[str, int, dict[str, Any]]] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
             got.append(self.messages.get(timeout=max(0.01, deadline - time.monotonic())))
@@ -106,9 +107,9 @@ def test_assignment_reassignment_and_status_on_mqtt(world: World, subscriber: Su
     assert courier.post(f"/orders/{oid}/status", json={"status": "assigned"}).status_code == 409
     response = world.admin.post(f"/orders/{oid}/status", json={"status": "cancelled"})
     assert response.status_code == 200
-    got = {topic: payload for topic, _, payload in subscriber.take(2)}
-    assert got[f"fleet/orders/{oid}/status"]["previous_status"] == "picked_up"
-    assert got[f"fleet/couriers/{world.other_courier_id}/assignments"]["type"] == "unassignment"
+    last = {topic: payload for topic, _, payload in subscriber.take(2)}
+    assert last[f"fleet/orders/{oid}/status"]["previous_status"] == "picked_up"
+    assert last[f"fleet/couriers/{world.other_courier_id}/assignments"]["type"] == "unassignment"
 
 
 def test_alert_is_published_and_acknowledged(world: World, subscriber: Subscriber) -> None:
