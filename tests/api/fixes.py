@@ -3,8 +3,8 @@ upsert (the API reads what ingest writes)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.api.conftest import World
 from tests.services import Services
