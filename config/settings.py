@@ -37,6 +37,16 @@ class Settings(BaseSettings):
     # The MQTT account of this process (broker security gives each service its own).
     mqtt_username: str = ""
     mqtt_password: SecretStr = SecretStr("")
+    # Broker security: the dynamic-security admin (the api provisions devices with it; empty
+    # password = read <data_dir>/secrets/mqtt-accounts.json), TLS and the optional websockets.
+    mqtt_admin_username: str = "admin"
+    mqtt_admin_password: SecretStr = SecretStr("")
+    mqtt_tls_host: str = ""
+    mqtt_tls_cafile: Path | None = None
+    mqtt_tls_certfile: Path | None = None
+    mqtt_tls_keyfile: Path | None = None
+    mqtt_websockets_port: int = Field(default=0, ge=0, le=65535)
+    mqtt_dynsec_plugin: Path | None = None
     postgres_port: int = Field(default=54320, ge=1, le=65535)
     database_url: str = ""
     api_port: int = Field(default=8000, ge=1, le=65535)

@@ -9,6 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
+from broker.accounts import secrets_path
 from config import ConfigError, Settings, load_settings
 from stack.errors import StackError
 from stack.mosquitto import MosquittoServer, render_config
@@ -27,7 +28,7 @@ def supervisor_pid_file(settings: Settings) -> Path:
 
 def servers(settings: Settings) -> tuple[MosquittoServer, PostgresServer]:
     return (
-        MosquittoServer(settings.data_dir, settings.mqtt_port, host=settings.mqtt_host),
+        MosquittoServer.from_settings(settings),
         PostgresServer(settings.data_dir, settings.postgres_port),
     )
 
@@ -57,11 +58,15 @@ def up(settings: Settings) -> int:
         say(f"data folder: {settings.data_dir}")
         say(f"starting Mosquitto on {settings.mqtt_host}:{settings.mqtt_port} ...")
         mosquitto.start()
+        assert mosquitto.last_bootstrap is not None
+        say(f"broker security: {mosquitto.last_bootstrap.summary()}")
         say(f"starting PostgreSQL 15 + TimescaleDB on 127.0.0.1:{settings.postgres_port} ...")
         postgres.start()
         applied = apply_migrations(postgres.dsn)
         say(f"schema: applied migrations {applied}" if applied else "schema: up to date")
-        say(f"MQTT broker:  {mosquitto.url}")
+        say(f"MQTT broker:  {mosquitto.url} (services), {mosquitto.tls_url} (TLS, devices)")
+        say(f"TLS CA:       {mosquitto.cafile}")
+        say(f"MQTT secrets: {secrets_path(settings.data_dir)}")
         say(f"database:     {postgres.dsn}")
         say(f"logs:         {settings.data_dir / 'log'}")
         say("running; Ctrl-C or `make stop` stops it")
@@ -136,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=settings.mqtt_host,
                 port=settings.mqtt_port,
                 user="mosquitto",
+                broker=mosquitto.broker_config(),
             ),
             end="",
         )

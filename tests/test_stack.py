@@ -12,12 +12,12 @@ import pytest
 from config.settings import PROJECT_ROOT
 from stack.errors import PortInUseError
 from stack.process import free_port, pid_alive
-from tests.services import running_services
+from tests.services import Services, running_services
 
 
-def retained_message(port: int, topic: str) -> str:
+def retained_message(services: Services, topic: str) -> str:
     result = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1", "-W", "5"],
+        ["mosquitto_sub", *services.mqtt_args("bridge"), "-t", topic, "-C", "1", "-W", "5"],
         capture_output=True,
         text=True,
         check=False,
@@ -36,10 +36,9 @@ def test_stack_restarts_with_its_data(unique: str) -> None:
         subprocess.run(
             [
                 "mosquitto_pub",
-                "-p",
-                str(services.mosquitto.port),
+                *services.mqtt_args("loadgen"),
                 "-t",
-                f"keep/{unique}",
+                f"fleet/couriers/{unique}/presence",
                 "-m",
                 "retained-value",
                 "-r",
@@ -65,7 +64,7 @@ def test_stack_restarts_with_its_data(unique: str) -> None:
         with psycopg.connect(services.dsn) as conn:
             row = conn.execute("SELECT name FROM couriers WHERE id = %s", (unique,)).fetchone()
         assert row == ("Kept Across Restarts",)
-        assert retained_message(services.mosquitto.port, f"keep/{unique}") == "retained-value"
+        assert retained_message(services, f"fleet/couriers/{unique}/presence") == "retained-value"
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -100,6 +99,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         **os.environ,
         "FLEETPULSE_DATA_DIR": str(tmp_path / "var"),
         "FLEETPULSE_MQTT_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
