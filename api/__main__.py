@@ -9,6 +9,7 @@ import uvicorn
 
 from api.app import create_app
 from auth import AuthConfigError
+from broker import CredentialsError
 from config import ConfigError, load_settings
 from store import MigrationError, apply_migrations
 
@@ -23,7 +24,7 @@ def main() -> int:
         if applied:
             logging.getLogger("api").info("applied migrations %s", applied)
         app = create_app(settings)
-    except (ConfigError, AuthConfigError, MigrationError) as exc:
+    except (ConfigError, AuthConfigError, CredentialsError, MigrationError) as exc:
         print(f"api: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

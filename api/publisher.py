@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import aiomqtt
 
 from api.metrics import PUBLISH_FAILURES, PUBLISH_QUEUE, PUBLISHED
+from broker import process_credentials
 from config import Settings
 
 log = logging.getLogger("api.publisher")
@@ -40,6 +41,9 @@ class Publisher:
         self._idle.set()
         self.connected = False
         self.dropped = 0
+        # The broker refuses anonymous clients; without a configured account we still try,
+        # so a development broker that allows anonymous access keeps working.
+        self._credentials = process_credentials(settings) if settings.mqtt_username else None
 
     def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1) -> None:
         if len(self._queue) >= self._max_queue:
@@ -69,8 +73,8 @@ class Publisher:
                     settings.mqtt_host,
                     settings.mqtt_port,
                     identifier=self._client_id,
-                    username=settings.mqtt_username or None,
-                    password=settings.mqtt_password.get_secret_value() or None,
+                    username=self._credentials.username if self._credentials else None,
+                    password=self._credentials.password if self._credentials else None,
                     protocol=aiomqtt.ProtocolVersion.V5,
                     keepalive=30,
                     timeout=10,

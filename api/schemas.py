@@ -97,15 +97,21 @@ class Device(BaseModel):
     revoked_at: datetime | None
 
 
+class DeviceList(BaseModel):
+    items: list[Device]
+
+
 class DeviceCredentials(BaseModel):
     """Returned once, when created or rotated: the password is not kept in plain text."""
 
     username: str
     password: str
+    client_id: str
     owner_kind: Literal["courier", "vehicle"]
     owner_id: str
     mqtt_host: str
     mqtt_port: int
+    mqtt_tls_port: int
     publish_topics: list[str]
     subscribe_topics: list[str]
 

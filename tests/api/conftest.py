@@ -49,7 +49,14 @@ class ApiServer:
 
 
 def api_settings(services: Services, **overrides: Any) -> Settings:
+    api = services.credentials("api")
+    admin = services.credentials("admin")
     values: dict[str, Any] = {
+        "mqtt_username": api.username,
+        "mqtt_password": api.password,
+        "mqtt_admin_username": admin.username,
+        "mqtt_admin_password": admin.password,
+        "topic_prefix": services.mosquitto.topic_prefix,
         "data_dir": services.root,
         "mqtt_host": services.mosquitto.host,
         "mqtt_port": services.mosquitto.port,

@@ -30,6 +30,9 @@ class Subscriber:
             (msg.topic, msg.qos, json.loads(msg.payload))
         )
         self.client.on_subscribe = lambda _c, _u, mid, _codes, _props: self._subscribed.put(mid)
+        # The bridge's account reads every server topic, as the bridge does.
+        bridge = services.credentials("bridge")
+        self.client.username_pw_set(bridge.username, bridge.password)
         self.client.connect(services.mosquitto.host, services.mosquitto.port)
         self.client.loop_start()
         _, mid = self.client.subscribe([(t, 1) for t in topics])
