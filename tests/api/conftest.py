@@ -7,6 +7,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from api import create_app
 from auth import LocalSigner, LocalVerifier
@@ -69,11 +71,9 @@ def api_settings(services: Services, **overrides: Any) -> Settings:
     return load_settings(**values)
 
 
-@pytest.fixture(scope="session")
-def api_server(services: Services) -> Iterator[ApiServer]:
-    settings = api_settings(services)
-    signer = LocalSigner.from_data_dir(services.root)
-    app = create_app(settings, verifier=LocalVerifier.from_data_dir(services.root))
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """Run the app in a real uvicorn on a free port (in a thread); yields its base URL."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
@@ -85,17 +85,26 @@ def api_server(services: Services) -> Iterator[ApiServer]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the API did not start")
         time.sleep(0.05)
-    base_url = f"http://127.0.0.1:{port}"
-    # Ready means the publisher reached the broker too.
-    while httpx.get(f"{base_url}/readyz").status_code != 200:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the API did not become ready")
-        time.sleep(0.1)
     try:
-        yield ApiServer(base_url, settings, signer)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def api_server(services: Services) -> Iterator[ApiServer]:
+    settings = api_settings(services)
+    signer = LocalSigner.from_data_dir(services.root)
+    app = create_app(settings, verifier=LocalVerifier.from_data_dir(services.root))
+    with serving(app) as base_url:
+        # Ready means the publisher reached the broker too.
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base_url}/readyz").status_code != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not become ready")
+            time.sleep(0.1)
+        yield ApiServer(base_url, settings, signer)
 
 
 @dataclass
