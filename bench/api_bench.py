@@ -253,7 +253,7 @@ def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[s
 
         return {
             "last_positions": median_ms(
-                lambda: conn.execute(LAST_POSITIONS_SQL).fetchall(), runs=calls
+                lambda: conn.execute(LAST_POSITIONS_SQL, ()).fetchall(), runs=calls
             ),
             "track": median_ms(
                 lambda: conn.execute(

@@ -20,16 +20,18 @@ IdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_
 MAX_TRACK_SPAN = timedelta(days=31)
 MAX_TRACK_POINTS = 100_000
 
-# The whole answer is built by PostgreSQL: for 10,000 couriers that is several times faster
-# than fetching rows and serialising them in Python.
+# The whole answer is built by PostgreSQL as text: for 10,000 sources that is several times
+# faster than fetching rows and serialising them in Python, and faster than json_agg. Ids
+# share the topic alphabet [A-Za-z0-9_-], so they need no JSON escaping.
 LAST_POSITIONS_SQL = """
-SELECT json_build_object(
-    'count', count(*),
-    'items', coalesce(json_agg(json_build_object(
-        'source_kind', source_kind, 'source_id', source_id, 'ts', fix_time,
-        'lat', lat, 'lon', lon, 'speed', speed, 'heading', heading, 'battery', battery
-    ) ORDER BY source_kind, source_id), '[]'::json)
-)::text
+SELECT convert_to(
+    '{"count":' || count(*) || ',"items":[' || coalesce(string_agg(format(
+        '{"source_kind":"%%s","source_id":"%%s","ts":"%%s","lat":%%s,"lon":%%s,'
+        '"speed":%%s,"heading":%%s,"battery":%%s}',
+        source_kind, source_id, to_char(fix_time, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), lat, lon,
+        coalesce(speed::text, 'null'), coalesce(heading::text, 'null'),
+        coalesce(battery::text, 'null')
+    ), ',' ORDER BY source_kind, source_id), '') || ']}', 'UTF8')
 FROM last_positions
 """
 
@@ -45,10 +47,11 @@ async def last_positions(
     if kind is not None:
         sql, params = sql + " WHERE source_kind = %s", (kind,)  # type: ignore[assignment]
     async with state.transaction() as conn:
-        cur = await conn.execute(sql, params)
+        cur = conn.cursor(binary=True)
+        await cur.execute(sql, params)
         row = await cur.fetchone()
     assert row is not None
-    return Response(content=row[0], media_type="application/json")
+    return Response(content=bytes(row[0]), media_type="application/json")
 
 
 def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
