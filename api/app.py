@@ -17,6 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.background import eta_loop, retention_loop
+from api.emergencies import emergency_loop
 from api.errors import install_error_handlers
 from api.metrics import LATENCY, REQUESTS
 from api.publisher import Publisher
@@ -74,7 +75,10 @@ def create_app(
         app.state.api = state
         try:
             async with asyncio.TaskGroup() as tasks:
-                running = [tasks.create_task(publisher.run(), name="mqtt-publisher")]
+                running = [
+                    tasks.create_task(publisher.run(), name="mqtt-publisher"),
+                    tasks.create_task(emergency_loop(state), name="mqtt-emergencies"),
+                ]
                 if background:
                     running.append(tasks.create_task(eta_loop(state), name="eta-refresh"))
                     running.append(tasks.create_task(retention_loop(state), name="retention"))

@@ -44,3 +44,9 @@ RETENTION_DROPPED = Counter(
     "Position chunks dropped by retention",
     registry=REGISTRY,
 )
+EMERGENCIES = Counter(
+    "fleetpulse_api_mqtt_emergencies_total",
+    "Emergencies received over MQTT, by outcome (stored, duplicate, invalid, retried)",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -43,7 +43,7 @@ class Publisher:
         self.dropped = 0
         # The broker refuses anonymous clients; without a configured account we still try,
         # so a development broker that allows anonymous access keeps working.
-        self._credentials = process_credentials(settings) if settings.mqtt_username else None
+        self.credentials = process_credentials(settings) if settings.mqtt_username else None
 
     def publish(self, topic: str, payload: bytes, *, kind: str, qos: int = 1) -> None:
         if len(self._queue) >= self._max_queue:
@@ -73,8 +73,8 @@ class Publisher:
                     settings.mqtt_host,
                     settings.mqtt_port,
                     identifier=self._client_id,
-                    username=self._credentials.username if self._credentials else None,
-                    password=self._credentials.password if self._credentials else None,
+                    username=self.credentials.username if self.credentials else None,
+                    password=self.credentials.password if self.credentials else None,
                     protocol=aiomqtt.ProtocolVersion.V5,
                     keepalive=30,
                     timeout=10,

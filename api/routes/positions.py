@@ -22,13 +22,15 @@ MAX_TRACK_POINTS = 100_000
 
 # The whole answer is built by PostgreSQL as text: for 10,000 sources that is several times
 # faster than fetching rows and serialising them in Python, and faster than json_agg. Ids
-# share the topic alphabet [A-Za-z0-9_-], so they need no JSON escaping.
+# share the topic alphabet [A-Za-z0-9_-], so they need no JSON escaping. The session time
+# zone is UTC (api.app), so `fix_time::text` + ':00' is RFC 3339 ("...T09:19:52.002+00:00"),
+# and twice as cheap as to_char.
 LAST_POSITIONS_SQL = """
 SELECT convert_to(
     '{"count":' || count(*) || ',"items":[' || coalesce(string_agg(format(
         '{"source_kind":"%%s","source_id":"%%s","ts":"%%s","lat":%%s,"lon":%%s,'
         '"speed":%%s,"heading":%%s,"battery":%%s}',
-        source_kind, source_id, to_char(fix_time, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'), lat, lon,
+        source_kind, source_id, replace(fix_time::text, ' ', 'T') || ':00', lat, lon,
         coalesce(speed::text, 'null'), coalesce(heading::text, 'null'),
         coalesce(battery::text, 'null')
     ), ',' ORDER BY source_kind, source_id), '') || ']}', 'UTF8')

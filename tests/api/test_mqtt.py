@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -137,3 +138,39 @@ def test_alert_is_published_and_acknowledged(world: World, subscriber: Subscribe
     assert payload["type"] == "alert_acknowledged"
     assert alert["id"] not in [a["id"] for a in world.admin.get("/alerts").json()["items"]]
     assert world.admin.post(f"/alerts/{alert['id']}/acknowledge").status_code == 409
+
+
+def test_mqtt_emergency_becomes_an_alert(
+    world: World, subscriber: Subscriber, services: Services
+) -> None:
+    """A phone's emergency over MQTT (published with mosquitto_pub and the phone's own
+    credentials) is stored as an open alert and published for admins."""
+    device = services.provision_device("courier", world.courier_id)
+    payload = json.dumps(
+        {"ts": time.time(), "lat": 52.51, "lon": 13.41, "message": "help over mqtt"}
+    )
+    command = [
+        "mosquitto_pub", "-h", services.mosquitto.host, "-p", str(services.mosquitto.port),
+        "-u", device.username, "-P", device.password, "-i", device.client_id,
+        "-V", "mqttv5", "-q", "1",
+        "-t", f"fleet/couriers/{world.courier_id}/emergency", "-m", payload,
+    ]  # fmt: skip
+    subprocess.run(command, check=True, timeout=20)
+    ((topic, _, message),) = subscriber.take(1)
+    assert topic == f"fleet/alerts/{world.courier_id}"
+    assert message["type"] == "alert_raised"
+    assert message["message"] == "help over mqtt"
+    alerts = [
+        a for a in world.admin.get("/alerts").json()["items"] if a["id"] == message["alert_id"]
+    ]
+    assert len(alerts) == 1
+    assert alerts[0]["courier_id"] == world.courier_id
+    assert alerts[0]["acknowledged_at"] is None
+    # The same message again (an MQTT redelivery) stores nothing new.
+    subprocess.run(command, check=True, timeout=20)
+    with pytest.raises(queue.Empty):
+        subscriber.take(1, timeout=2)
+    raised = [
+        a for a in world.admin.get("/alerts").json()["items"] if a["courier_id"] == world.courier_id
+    ]
+    assert len(raised) == 1
