@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     bridge_port: int = Field(default=8001, ge=1, le=65535)
     ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    ingest_metrics_host: str = "127.0.0.1"
 
     # The wire protocol.
     topic_prefix: str = Field(default="fleet", pattern=TOPIC_PREFIX_PATTERN)
@@ -64,6 +65,12 @@ class Settings(BaseSettings):
     ingest_shared_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ingest_client_id: str = ""
     ingest_drain_timeout_s: float = Field(default=10.0, gt=0)
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in
+    # flight to one worker. It must cover a full batch plus the one being committed.
+    ingest_receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    # Cap of the jittered exponential backoff when the broker or the database is down.
+    ingest_retry_max_s: float = Field(default=5.0, gt=0, le=300)
+    ingest_keepalive_s: int = Field(default=30, ge=5, le=65_535)
 
     # REST API.
     api_host: str = "127.0.0.1"

@@ -129,6 +129,14 @@ class MessageDecoder:
                 return decoded
             if not payload:
                 raise RejectedError("empty", "payload is empty")
+            if not payload.isascii():
+                # msgspec passes invalid UTF-8 inside JSON strings through; check it here.
+                try:
+                    payload.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    raise RejectedError(
+                        "not_utf8", f"payload is not UTF-8 (byte {bad.start})"
+                    ) from None
             self._decode_payload(parsed, payload, received_at + self.max_future_skew_s, decoded)
         except RejectedError as exc:
             decoded.rejections.append(exc.rejection)

@@ -139,6 +139,7 @@ def test_batch_with_one_bad_element_keeps_the_others() -> None:
     [
         (b"", "empty", "empty"),
         (b"\xff\xfe\x00", "not_utf8", "UTF-8"),
+        (b'{"lat":1,"lon":2,"ts":1700000000,"x":"\xc3\x28"}', "not_utf8", "byte 38"),
         (b"lat=1", "not_json", "malformed"),
         (b"x" * (64 * 1024 + 1), "too_large", "65536"),
         (b'{"lat":"52","lon":2,"ts":1700000000}', "wrong_type", "$.lat"),

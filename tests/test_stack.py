@@ -102,6 +102,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
         "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_CLIENT_ID": "stack-cli-test",
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
     command = [sys.executable, "-m", "stack"]
@@ -113,6 +115,34 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
         assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
+        assert "ingest: started" in output
+
+        # The supervised ingest worker stores what a device publishes.
+        dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
+        deadline = time.monotonic() + 30
+        stored = 0
+        while stored == 0 and time.monotonic() < deadline:
+            subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    env["FLEETPULSE_MQTT_PORT"],
+                    "-q",
+                    "1",
+                    "-t",
+                    "fleet/couriers/stackcli/location",
+                    "-m",
+                    f'{{"lat": 1, "lon": 2, "ts": {time.time():.3f}}}',
+                ],
+                check=True,
+            )
+            time.sleep(0.5)
+            with psycopg.connect(dsn) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM positions WHERE source_id = 'stackcli'"
+                ).fetchone()
+            stored = row[0] if row else 0
+        assert stored > 0
 
         second = subprocess.run(
             [*command, "up"],
@@ -136,7 +166,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        assert status.stdout.count("up, pid") == 2
+        assert status.stdout.count("up, pid") == 3  # Mosquitto, PostgreSQL, ingest
 
         down = subprocess.run(
             [*command, "down"],
@@ -149,6 +179,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         )
         assert down.returncode == 0, down.stdout + down.stderr
         assert first.wait(timeout=60) == 0
+        assert first.stdout is not None
+        assert "ingest: stopped (exit status 0)" in first.stdout.read()
         status = subprocess.run(
             [*command, "status"],
             cwd=PROJECT_ROOT,
