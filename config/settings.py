@@ -92,6 +92,21 @@ class Settings(BaseSettings):
     firebase_project_id: str = ""
     auth_clock_skew_s: int = Field(default=0, ge=0, le=60)
 
+    # The WebSocket bridge.
+    bridge_host: str = "127.0.0.1"
+    bridge_client_id: str = ""
+    bridge_auth_timeout_s: float = Field(default=10.0, gt=0)
+    bridge_reauth_grace_s: float = Field(default=30.0, gt=0)
+    bridge_max_frame_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    bridge_max_frames_per_s: int = Field(default=50, ge=1)
+    bridge_max_forbidden: int = Field(default=3, ge=1)
+    bridge_event_queue: int = Field(default=2000, ge=10)
+    bridge_fleet_batch_ms: float = Field(default=50.0, ge=5, le=1000)
+    bridge_unsubscribe_linger_s: float = Field(default=5.0, ge=0)
+    bridge_ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    bridge_ws_deflate: bool = False
+    bridge_drain_timeout_s: float = Field(default=10.0, gt=0)
+
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:

@@ -79,6 +79,7 @@ def up(settings: Settings) -> int:
                 f"ingest metrics: http://{settings.ingest_metrics_host}:"
                 f"{settings.ingest_metrics_port}/metrics"
             )
+        say(f"bridge:       ws://{settings.bridge_host}:{settings.bridge_port}/ws")
         say(f"REST API:     http://{settings.api_host}:{settings.api_port} (docs at /docs)")
         say(f"logs:         {settings.data_dir / 'log'}")
         say("running; Ctrl-C or `make stop` stops it")

@@ -79,7 +79,22 @@ def fleet_processes(settings: Settings) -> list[ChildProcess]:
     Add the bridge and the API here; they are stopped in reverse order, before the servers."""
     log_dir, run_dir = settings.data_dir / "log", settings.data_dir / "run"
     return [
-        ChildProcess("ingest", "ingest", log_dir / "ingest.log", run_dir / "ingest.pid"),
+        ChildProcess(
+            "ingest",
+            "ingest",
+            log_dir / "ingest.log",
+            run_dir / "ingest.pid",
+            account="ingest",
+            data_dir=settings.data_dir,
+        ),
+        ChildProcess(
+            "bridge",
+            "bridge",
+            log_dir / "bridge.log",
+            run_dir / "bridge.pid",
+            account="bridge",
+            data_dir=settings.data_dir,
+        ),
         ChildProcess(
             "api",
             "api",
@@ -93,4 +108,4 @@ def fleet_processes(settings: Settings) -> list[ChildProcess]:
 
 def stop_timeout(settings: Settings) -> float:
     """How long a child may take to drain before it is killed."""
-    return settings.ingest_drain_timeout_s + 10
+    return max(settings.ingest_drain_timeout_s, settings.bridge_drain_timeout_s) + 10

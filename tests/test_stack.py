@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.accounts import load_service_credentials
 from config.settings import PROJECT_ROOT
 from stack.errors import PortInUseError
 from stack.process import free_port, pid_alive
@@ -104,6 +105,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
         "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
         "FLEETPULSE_INGEST_CLIENT_ID": "stack-cli-test",
+        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
+        "FLEETPULSE_API_PORT": str(free_port()),
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
     command = [sys.executable, "-m", "stack"]
@@ -118,6 +121,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         assert "ingest: started" in output
 
         # The supervised ingest worker stores what a device publishes.
+        loadgen = load_service_credentials(tmp_path / "var", "loadgen")
         dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
         deadline = time.monotonic() + 30
         stored = 0
@@ -127,6 +131,10 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
                     "mosquitto_pub",
                     "-p",
                     env["FLEETPULSE_MQTT_PORT"],
+                    "-u",
+                    loadgen.username,
+                    "-P",
+                    loadgen.password,
                     "-q",
                     "1",
                     "-t",
@@ -143,6 +151,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
                 ).fetchone()
             stored = row[0] if row else 0
         assert stored > 0
+        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
+        assert f"http://127.0.0.1:{env['FLEETPULSE_API_PORT']}" in output
 
         second = subprocess.run(
             [*command, "up"],
@@ -166,7 +176,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        assert status.stdout.count("up, pid") == 3  # Mosquitto, PostgreSQL, ingest
+        # Mosquitto, PostgreSQL, ingest, the bridge and the api.
+        assert status.stdout.count("up, pid") == 5, status.stdout
 
         down = subprocess.run(
             [*command, "down"],
