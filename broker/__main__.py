@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> int:
                 control,
                 accounts=accounts,
                 topic_prefix=settings.topic_prefix,
-                ingest_group=settings.ingest_shared_group,
             )
         print(f"broker security: {report.summary()}")
         return 0

@@ -93,19 +93,24 @@ def process_environment(data_dir: Path, account: ServiceAccount) -> dict[str, st
     return env
 
 
-def process_credentials(settings: Settings) -> MqttCredentials:
-    """The account this process connects with, from the settings (or the local secrets file)."""
+def process_credentials(
+    settings: Settings, *, account: ServiceAccount | None = None
+) -> MqttCredentials:
+    """The account this process connects with: FLEETPULSE_MQTT_USERNAME/PASSWORD; a service
+    account's missing password comes from the local secrets file, and so does the whole
+    `account` (the process's own, e.g. "ingest") when no username is set."""
     username = settings.mqtt_username
     password = settings.mqtt_password.get_secret_value()
-    if not username:
+    if username and password:
+        return MqttCredentials(username, password)
+    if not username and account is None:
         raise CredentialsError(
             "FLEETPULSE_MQTT_USERNAME is empty: the broker refuses anonymous clients; "
             "set it (and FLEETPULSE_MQTT_PASSWORD) to this process's service account"
         )
-    if password:
-        return MqttCredentials(username, password)
-    if username in SERVICE_ACCOUNTS:
-        return load_service_credentials(settings.data_dir, username)
+    name = username or account
+    if name in SERVICE_ACCOUNTS:
+        return load_service_credentials(settings.data_dir, name)
     raise CredentialsError(f"FLEETPULSE_MQTT_PASSWORD is empty for MQTT user {username!r}")
 
 

@@ -106,7 +106,7 @@ def _read(topic: str, *, shared_group: str | None = None) -> list[Acl]:
     return acls
 
 
-def service_acls(account: ServiceAccount, *, prefix: str, ingest_group: str) -> list[Acl]:
+def service_acls(account: ServiceAccount, *, prefix: str) -> list[Acl]:
     if account == "admin":
         control = "$CONTROL/dynamic-security/#"
         return [
@@ -116,10 +116,11 @@ def service_acls(account: ServiceAccount, *, prefix: str, ingest_group: str) -> 
         ]
     if account == "ingest":
         # Everything devices publish, so a misspelt topic becomes a dead letter rather than
-        # vanishing; the server topics are no business of ingest.
+        # vanishing; the server topics are no business of ingest. Any shared group: workers
+        # of separate deployments (or tests) on one broker must not steal each other's work.
         acls = [
-            *_read(f"{prefix}/#", shared_group=ingest_group),
-            *_read(f"{OWNTRACKS_ROOT}/#", shared_group=ingest_group),
+            *_read(f"{prefix}/#", shared_group="+"),
+            *_read(f"{OWNTRACKS_ROOT}/#", shared_group="+"),
         ]
         acls += [
             Acl("publishClientReceive", topic, allow=False, priority=DENY_PRIORITY)

@@ -52,7 +52,6 @@ def bootstrap_broker(
     *,
     accounts: Mapping[ServiceAccount, MqttCredentials],
     topic_prefix: str,
-    ingest_group: str,
 ) -> BootstrapReport:
     """Reconcile default access, service roles and service clients; devices are untouched."""
     report = BootstrapReport()
@@ -65,7 +64,7 @@ def bootstrap_broker(
         ]
     )
     for account in accounts:
-        wanted = service_acls(account, prefix=topic_prefix, ingest_group=ingest_group)
+        wanted = service_acls(account, prefix=topic_prefix)
         _reconcile_role(control, service_role(account), wanted, report)
     for account, credentials in accounts.items():
         if account != "admin":

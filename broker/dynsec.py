@@ -116,6 +116,37 @@ def write_initial_config(path: Path, *, admin: MqttCredentials, admin_acls: list
     return True
 
 
+def ensure_admin_password(path: Path, *, admin: MqttCredentials) -> bool:
+    """Make the plugin's file accept the admin's current password (a lost or regenerated
+    secrets file); only while the broker is stopped, since the plugin owns the file when it
+    runs. True when the file was changed."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    for client in config.get("clients", []):
+        if client.get("username") != admin.username:
+            continue
+        try:
+            salt = base64.b64decode(client["salt"])
+            matches = hash_password(admin.password, salt=salt)["password"] == client["password"]
+        except (KeyError, ValueError):
+            matches = False
+        if matches and client.get("iterations") == PBKDF2_ITERATIONS:
+            return False
+        client.update(hash_password(admin.password))
+        client.pop("disabled", None)
+        break
+    else:
+        raise BrokerAdminError(
+            f"{path} has no client {admin.username!r}; move the file away to start afresh "
+            "(devices in it would then need new credentials)"
+        )
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2)
+    os.replace(temporary, path)
+    return True
+
+
 @dataclass(frozen=True)
 class BrokerEndpoint:
     host: str
@@ -169,8 +200,12 @@ class DynsecControl:
         subscribed: queue.Queue[list[ReasonCode]] = queue.Queue()
 
         def on_connect(
-            _c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None
+            c: mqtt.Client, _u: object, _f: object, rc: ReasonCode, _p: Properties | None
         ) -> None:
+            # On every (re)connect: paho reconnects a long-lived control connection by itself,
+            # and a clean session has lost the subscription to the answers.
+            if not rc.is_failure:
+                c.subscribe(RESPONSE_TOPIC, qos=1)
             connected.put(rc)
 
         def on_subscribe(
@@ -199,7 +234,6 @@ class DynsecControl:
                     f"{self.admin.username!r}: {rc}; check FLEETPULSE_MQTT_ADMIN_PASSWORD or "
                     "the secrets file in the data folder"
                 )
-            client.subscribe(RESPONSE_TOPIC, qos=1)
             granted = self._wait(subscribed, "the subscription to the control responses")
             if any(code.is_failure for code in granted):
                 raise BrokerAdminError(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import sys
 
+from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
 from ingest.metrics import IngestMetrics
 from ingest.worker import Ingestor
@@ -32,7 +33,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    asyncio.run(Ingestor(settings, metrics=metrics).run())
+    try:
+        ingestor = Ingestor(settings, metrics=metrics)
+    except CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    asyncio.run(ingestor.run())
     return 0
 
 

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from broker.accounts import process_credentials
 from config import Settings
 from protocol import ingest_filters, shared_subscription
 
@@ -118,10 +119,10 @@ def build_client(settings: Settings, *, client_id: str) -> IngestClient:
         protocol=MQTTProtocolVersion.MQTTv5,
         manual_ack=True,
     )
-    if settings.mqtt_username:
-        client.username_pw_set(
-            settings.mqtt_username, settings.mqtt_password.get_secret_value() or None
-        )
+    # The broker refuses anonymous clients: FLEETPULSE_MQTT_USERNAME/PASSWORD, or the local
+    # stack's ingest account from its secrets file.
+    credentials = process_credentials(settings, account="ingest")
+    client.username_pw_set(credentials.username, credentials.password)
     return client
 
 

@@ -17,6 +17,7 @@ from broker.dynsec import (
     BrokerAdminError,
     BrokerEndpoint,
     DynsecControl,
+    ensure_admin_password,
     find_plugin,
     write_initial_config,
 )
@@ -108,7 +109,6 @@ class MosquittoServer:
     tls_files: TlsFiles | None = None
     websockets_port: int = 0
     topic_prefix: str = "fleet"
-    ingest_group: str = "ingest"
     environment: str = "local"
     dynsec_plugin: Path | None = None
     last_bootstrap: BootstrapReport | None = field(default=None, init=False, repr=False)
@@ -129,7 +129,6 @@ class MosquittoServer:
             tls_files=tls_files,
             websockets_port=settings.mqtt_websockets_port,
             topic_prefix=settings.topic_prefix,
-            ingest_group=settings.ingest_shared_group,
             environment=settings.environment,
             dynsec_plugin=settings.mqtt_dynsec_plugin,
         )
@@ -198,11 +197,17 @@ class MosquittoServer:
             plugin = find_plugin(self.dynsec_plugin)
         except BrokerAdminError as exc:
             raise StackError(str(exc)) from None
-        write_initial_config(
-            self.dynsec_path,
-            admin=self.credentials("admin"),
-            admin_acls=service_acls("admin", prefix=self.topic_prefix, ingest_group="-"),
-        )
+        admin = self.credentials("admin")
+        try:
+            created = write_initial_config(
+                self.dynsec_path,
+                admin=admin,
+                admin_acls=service_acls("admin", prefix=self.topic_prefix),
+            )
+            if not created and self.running_pid() is None:
+                ensure_admin_password(self.dynsec_path, admin=admin)
+        except (BrokerAdminError, OSError, ValueError) as exc:
+            raise StackError(f"dynamic-security file {self.dynsec_path}: {exc}") from None
         tls = self.tls_files or ensure_local_ca(self.tls_dir)
         if self.tls_port is None:
             self.tls_port = free_port(self.tls_host or "127.0.0.1")
@@ -264,7 +269,6 @@ class MosquittoServer:
                     control,
                     accounts=accounts,
                     topic_prefix=self.topic_prefix,
-                    ingest_group=self.ingest_group,
                 )
         except BrokerAdminError as exc:
             raise StackError(f"could not bootstrap the broker's dynamic security: {exc}") from exc

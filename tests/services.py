@@ -66,7 +66,6 @@ class Services:
             "FLEETPULSE_POSTGRES_PORT": str(self.postgres.port),
             "FLEETPULSE_DATABASE_URL": self.postgres.dsn,
             "FLEETPULSE_TOPIC_PREFIX": self.mosquitto.topic_prefix,
-            "FLEETPULSE_INGEST_SHARED_GROUP": self.mosquitto.ingest_group,
         }
         if account is not None:
             env.update(process_environment(self.root, account))
