@@ -13,7 +13,6 @@ from api.schemas import (
     Courier,
     CourierIn,
     CourierPatch,
-    EntityId,
     Restaurant,
     RestaurantIn,
     RestaurantPatch,
@@ -260,4 +259,4 @@ async def delete_vehicle(vehicle_id: IdPath, state: State, _: AdminPrincipal) ->
     return Response(status_code=204)
 
 
-__all__ = ["EntityId", "router"]
+__all__ = ["router"]
