@@ -210,6 +210,20 @@ class LastPositions(BaseModel):
     items: list[LastPosition]
 
 
+class LastPositionsColumns(BaseModel):
+    """`layout=columns`: element i of every array belongs to the same source."""
+
+    count: int
+    source_kind: list[Literal["courier", "vehicle"]]
+    source_id: list[str]
+    ts: list[datetime]
+    lat: list[float]
+    lon: list[float]
+    speed: list[float | None]
+    heading: list[float | None]
+    battery: list[float | None]
+
+
 class TrackPoint(BaseModel):
     ts: datetime
     lat: float

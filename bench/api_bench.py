@@ -203,6 +203,9 @@ def main() -> int:
                 say("answers: " + ", ".join(f"{k} {v:,}" for k, v in sizes.items()))
                 floor = median_ms(lambda: get("/healthz"), runs=args.calls)
                 last_ms = median_ms(lambda: get("/positions/latest"), runs=args.calls)
+                columns_ms = median_ms(
+                    lambda: get("/positions/latest", layout="columns"), runs=args.calls
+                )
                 track_ms = median_ms(
                     lambda: get(f"/couriers/{courier}/track", **track_params), runs=args.calls
                 )
@@ -212,6 +215,7 @@ def main() -> int:
             api.terminate()
             api.wait(timeout=30)
     say(f"HTTP floor (/healthz) median {floor:.1f} ms")
+    say(f"last_positions with layout=columns: HTTP median {columns_ms:.1f} ms")
     for name, http_ms, limit in (
         ("last_positions", last_ms, 50),
         ("track", track_ms, 100),

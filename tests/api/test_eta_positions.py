@@ -169,6 +169,26 @@ def test_last_positions_and_availability(world: World, db: psycopg.Connection[An
     assert ("vehicle", f"v-{world.courier_id}") in items
     vehicles = world.admin.get("/positions/latest", params={"kind": "vehicle"}).json()["items"]
     assert {i["source_kind"] for i in vehicles} == {"vehicle"}
+    # The columnar layout carries the same rows, field by field, in the same order.
+    columns = world.admin.get("/positions/latest", params={"layout": "columns"}).json()
+    assert columns["count"] == body["count"]
+    fields = ("source_kind", "source_id", "ts", "lat", "lon", "speed", "heading", "battery")
+    as_rows = [
+        dict(zip(fields, values, strict=True))
+        for values in zip(*(columns[f] for f in fields), strict=True)
+    ]
+    assert [r["source_id"] for r in as_rows] == [i["source_id"] for i in body["items"]]
+    assert [datetime.fromisoformat(r["ts"]) for r in as_rows] == [
+        datetime.fromisoformat(i["ts"]) for i in body["items"]
+    ]
+    assert [(r["lat"], r["lon"], r["speed"]) for r in as_rows] == [
+        (i["lat"], i["lon"], i["speed"]) for i in body["items"]
+    ]
+    vehicles_only = world.admin.get(
+        "/positions/latest", params={"layout": "columns", "kind": "vehicle"}
+    ).json()
+    assert vehicles_only["count"] == len(vehicles_only["source_id"]) >= 1
+    assert set(vehicles_only["source_kind"]) == {"vehicle"}
 
     def availability(courier_id: str) -> str:
         state: str = world.admin.get(f"/couriers/{courier_id}").json()["availability"]
