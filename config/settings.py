@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Cap of the jittered exponential backoff when the broker or the database is down.
     ingest_retry_max_s: float = Field(default=5.0, gt=0, le=300)
     ingest_keepalive_s: int = Field(default=30, ge=5, le=65_535)
+    # Batches written at once, each on its own connection; acks stay in arrival order.
+    ingest_db_connections: int = Field(default=2, ge=1, le=16)
 
     # REST API.
     api_host: str = "127.0.0.1"

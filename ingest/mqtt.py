@@ -12,11 +12,12 @@ import logging
 import random
 import socket
 import struct
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.client import PUBACK
+from paho.mqtt.client import PUBACK, PUBLISH
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -34,6 +35,7 @@ READ_CHUNK = 256 * 1024
 # (topic, payload, packet id, qos); topic may be bytes that are not UTF-8.
 MessageHandler = Callable[[str | bytes, bytes, int, int], None]
 PUBACK_HEADER = struct.Struct("!BBH")
+UINT16 = struct.Struct("!H")
 
 
 class IngestClient(mqtt.Client):
@@ -43,7 +45,8 @@ class IngestClient(mqtt.Client):
       parsed here and handed to ``on_publish_packet`` directly: paho's generic path builds
       a Properties object and an MQTTMessage per message, over a third of the CPU time.
       Anything else (properties present, QoS 2) takes paho's normal path.
-    - Socket reads are buffered: paho reads a packet with three or more recv() calls.
+    - Socket reads are buffered: paho reads a packet with three or more recv() calls;
+      ``drain_publishes`` then handles the complete PUBLISH packets in the buffer at once.
     - ``ack_many`` queues all PUBACKs of a batch as one write.
     Relies on paho 2.x internals (``_in_packet``, ``_sock_recv``, ``_packet_queue``);
     pyproject pins paho-mqtt <3 and tests/test_ingest.py exercises every path.
@@ -96,6 +99,54 @@ class IngestClient(mqtt.Client):
             text = topic
         handler(text, payload, mid, qos)
         return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def drain_publishes(self) -> bool:
+        """Handle the complete property-less QoS 0/1 PUBLISH packets at the head of the read
+        buffer without going through paho's per-packet reader; False if there were none
+        (the next packet is incomplete, not a PUBLISH, or paho is in the middle of one)."""
+        handler = self.on_publish_packet
+        if handler is None or self._in_packet["command"] != 0 or self._protocol != mqtt.MQTTv5:
+            return False
+        buf, pos = self._read_buffer, self._read_pos
+        start, end = pos, len(buf)
+        unpack = UINT16.unpack_from
+        while pos < end:
+            command = buf[pos]
+            if command & 0xF0 != PUBLISH or command & 0x06 == 0x04:
+                break
+            length, shift, p = 0, 0, pos + 1
+            while p < end and shift <= 21:
+                byte = buf[p]
+                p += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if byte < 0x80:
+                    break
+            else:
+                break  # remaining length incomplete (or malformed: paho will say so)
+            packet_end = p + length
+            if packet_end > end or length < 3:
+                break
+            (topic_length,) = unpack(buf, p)
+            q = p + 2 + topic_length
+            mid = 0
+            if command & 0x06:
+                (mid,) = unpack(buf, q)
+                q += 2
+            if q >= packet_end or buf[q] != 0:
+                break  # MQTT 5 properties present: paho's full path decodes them
+            topic = buf[p + 2 : p + 2 + topic_length]
+            try:
+                text: str | bytes = topic.decode()
+            except UnicodeDecodeError:
+                text = topic
+            handler(text, buf[q + 1 : packet_end], mid, (command >> 1) & 3)
+            pos = packet_end
+        if pos == start:
+            return False
+        self._read_pos = pos
+        self._last_bytes_received = time.monotonic()
+        return True
 
     def ack_many(self, mids: list[int]) -> None:
         """PUBACK every packet id, in order, as one queued write."""
@@ -185,7 +236,8 @@ class MqttLink:
         client = self.client
         client.loop_read()
         while client.has_buffered_input() and self._sock is not None:
-            client.loop_read()
+            if not client.drain_publishes():
+                client.loop_read()
 
     def _socket_close(self, _client: mqtt.Client, _userdata: object, sock: mqtt.SocketLike) -> None:
         assert self._loop is not None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -61,8 +62,11 @@ class Ingestor:
         self.pending: list[Received] = []
         self.stopping = asyncio.Event()
         self._wake = asyncio.Event()
-        self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
-        self._store: BatchStore | None = None
+        self._writers = settings.ingest_db_connections
+        self._conns: list[psycopg.AsyncConnection[tuple[object, ...]] | None] = [
+            None
+        ] * self._writers
+        self._stores: list[BatchStore | None] = [None] * self._writers
         self._drain_deadline: float | None = None
         self._batch_rows = settings.ingest_batch_rows
         self._batch_age = settings.ingest_batch_age_ms / 1000
@@ -98,7 +102,8 @@ class Ingestor:
             loop.add_signal_handler(sig, self.stop)
         try:
             try:
-                await self._connect()  # early, so the first batch does not wait for it
+                for slot in range(self._writers):
+                    await self._connect(slot)  # early, so the first batches do not wait
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 log.warning("database not reachable yet (%s); will retry per batch", exc)
             async with asyncio.TaskGroup() as tasks:
@@ -109,8 +114,8 @@ class Ingestor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.link.disconnect()
-            if self._conn is not None:
-                await self._conn.close()
+            for slot in range(self._writers):
+                await self._drop_connection(slot)
             log.info("stopped; %d messages left unacknowledged at the broker", len(self.pending))
 
     def stop(self) -> None:
@@ -132,8 +137,27 @@ class Ingestor:
                 await asyncio.wait_for(self.stopping.wait(), 1.0)
 
     async def _write_batches(self) -> None:
+        """Take batches in arrival order and write up to ingest_db_connections at once,
+        decoding the next batch meanwhile.
+
+        Each write commits on its own connection but acknowledges only after the write
+        before it has acknowledged, so PUBACKs go out in the order the messages arrived."""
+        writing: deque[asyncio.Task[None]] = deque()
+        try:
+            await self._write_in_order(writing)
+        finally:
+            for task in writing:  # after a drain-deadline give-up: they put their batch back
+                with contextlib.suppress(DrainDeadlineError):
+                    await task
+
+    async def _write_in_order(self, writing: deque[asyncio.Task[None]]) -> None:
+        sequence = 0
         while True:
             if not self.pending:
+                if writing:
+                    if not await self._finished(writing.popleft()):
+                        return
+                    continue
                 if self.stopping.is_set():
                     return
                 self._wake.clear()
@@ -143,16 +167,32 @@ class Ingestor:
                 await self._wait_for_batch()
             batch = self.pending[: self._batch_rows]
             del self.pending[: len(batch)]
-            try:
-                # Shielded: a cancelled writer must not cut between commit and ack.
-                await asyncio.shield(self._store_and_ack(batch))
-            except DrainDeadlineError:
-                log.warning(
-                    "drain deadline passed; %d messages stay unacknowledged at the broker",
-                    len(batch) + len(self.pending),
+            rows = self._prepare(batch)
+            while len(writing) >= self._writers:
+                if not await self._finished(writing.popleft()):
+                    self.pending[:0] = batch
+                    return
+            previous = writing[-1] if writing else None
+            writing.append(
+                asyncio.create_task(
+                    self._store_and_ack(batch, rows, slot=sequence % self._writers, after=previous),
+                    name=f"batch-write-{sequence}",
                 )
-                self.pending[:0] = batch
-                return
+            )
+            sequence += 1
+
+    async def _finished(self, writing: asyncio.Task[None]) -> bool:
+        """Wait for a write; False if it gave up at the drain deadline."""
+        try:
+            # Shielded: a cancelled writer must not cut between commit and ack.
+            await asyncio.shield(writing)
+        except DrainDeadlineError:
+            log.warning(
+                "drain deadline passed; %d messages stay unacknowledged at the broker",
+                len(self.pending),
+            )
+            return False
+        return True
 
     async def _wait_for_batch(self) -> None:
         deadline = self.pending[0].received_mono + self._batch_age
@@ -170,6 +210,8 @@ class Ingestor:
         rows = BatchRows()
         decode = self.decoder.decode
         invalid = self.metrics.invalid
+        # Receive times to the millisecond: one datetime serves every message of that ms.
+        last_ms, received_at = -1, datetime.fromtimestamp(0, UTC)
         for message in batch:
             decoded: Decoded = decode(
                 message.topic, message.payload, received_at=message.received_at
@@ -178,7 +220,9 @@ class Ingestor:
                 if count:
                     self.metrics.skipped.inc()
                 continue
-            received_at = datetime.fromtimestamp(message.received_at, UTC)
+            ms = int(message.received_at * 1000)
+            if ms != last_ms:
+                last_ms, received_at = ms, datetime.fromtimestamp(ms / 1000, UTC)
             if decoded.fixes:
                 rows.add_fixes(decoded.fixes, received_at)
             for event in decoded.events:
@@ -193,26 +237,42 @@ class Ingestor:
                 rows.dead_letters.append((received_at, message.topic, message.payload, reason))
         return rows
 
-    async def _store_and_ack(self, batch: list[Received]) -> None:
-        rows = self._prepare(batch)
+    async def _store_and_ack(
+        self,
+        batch: list[Received],
+        rows: BatchRows,
+        *,
+        slot: int,
+        after: asyncio.Task[None] | None,
+    ) -> None:
         started = time.monotonic()
-        result = await self._write_with_retry(rows, batch)
-        committed = time.time()
+        try:
+            result = await self._write_with_retry(rows, batch, slot)
+            committed = time.time()
+            if after is not None:
+                await asyncio.wait([after])
+                if after.cancelled() or after.exception() is not None:
+                    raise DrainDeadlineError  # acks must not overtake an unacked batch
+        except DrainDeadlineError:
+            self.pending[:0] = batch
+            raise
         self._ack(batch)
         self._count(result, rows, batch, started, committed)
 
-    async def _write_with_retry(self, rows: BatchRows, batch: list[Received]) -> WriteResult:
+    async def _write_with_retry(
+        self, rows: BatchRows, batch: list[Received], slot: int
+    ) -> WriteResult:
         delays = backoff_delays(cap=self.settings.ingest_retry_max_s)
         isolate = False
         while True:
             try:
-                store = await self._connect()
+                store = await self._connect(slot)
                 if isolate:
                     return await self._write_one_by_one(store, batch)
                 return await store.write(rows)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.metrics.db_errors.labels("unavailable").inc()
-                await self._drop_connection()
+                await self._drop_connection(slot)
                 delay = next(delays)
                 first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning(
@@ -256,17 +316,21 @@ class Ingestor:
             total.dead_letters += result.dead_letters
         return total
 
-    async def _connect(self) -> BatchStore:
-        if self._store is None or self._conn is None or self._conn.closed:
-            self._conn = await psycopg.AsyncConnection.connect(
+    async def _connect(self, slot: int) -> BatchStore:
+        """The store of one writer slot; each slot has its own connection."""
+        store, conn = self._stores[slot], self._conns[slot]
+        if store is None or conn is None or conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
                 self.settings.dsn, autocommit=True, connect_timeout=5
             )
-            self._store = BatchStore(self._conn)
-            log.info("connected to the database")
-        return self._store
+            store = BatchStore(conn)
+            self._conns[slot], self._stores[slot] = conn, store
+            log.info("connected to the database (writer %d)", slot)
+        return store
 
-    async def _drop_connection(self) -> None:
-        conn, self._conn, self._store = self._conn, None, None
+    async def _drop_connection(self, slot: int) -> None:
+        conn = self._conns[slot]
+        self._conns[slot], self._stores[slot] = None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await conn.close()
