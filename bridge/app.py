@@ -38,6 +38,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
     misconfigured process refuses to start."""
     verifier = verifier or build_verifier(settings)
     metrics = BridgeMetrics()
+    metrics.watch_gc()
     session_limits = SessionLimits(
         auth_timeout_s=settings.bridge_auth_timeout_s,
         reauth_grace_s=settings.bridge_reauth_grace_s,
@@ -83,6 +84,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
                         name="fleet-batcher",
                     ),
                     group.create_task(hub.run_catch_up(), name="position-catch-up"),
+                    group.create_task(hub.run_loop_lag_probe(), name="loop-lag-probe"),
                     group.create_task(
                         hub.run_cache_sweeper(CACHE_SWEEP_INTERVAL_S), name="order-cache-sweeper"
                     ),
@@ -105,7 +107,9 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
         await session.run()
 
     async def metrics_endpoint(request: Request) -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        body = generate_latest(metrics.registry)
+        metrics.loop_lag_peak = 0.0
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})

@@ -110,7 +110,7 @@ def position(fix: ProtocolFix) -> Fix:
         fix.source_id,
         fix.lat,
         fix.lon,
-        round(fix.fix_time.timestamp(), 3),
+        fix.fix_time.timestamp(),
         fix.speed,
         fix.heading,
     )

@@ -473,6 +473,14 @@ class Hub:
                     frame = encode({"type": "location", **item, "sent": now()})
                     client.push_position(f"courier:{courier_id}", frame, 0.0)
 
+    async def run_loop_lag_probe(self, interval_s: float = 0.1) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(interval_s)
+            lag = time.monotonic() - started - interval_s
+            self.metrics.loop_lag.observe(lag)
+            self.metrics.loop_lag_peak = max(self.metrics.loop_lag_peak, lag)
+
     async def run_cache_sweeper(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -56,6 +60,38 @@ class BridgeMetrics:
         self.mqtt_filters = Gauge(
             "bridge_mqtt_filters", "Topic filters the bridge is subscribed to", registry=r
         )
+        self.gc_seconds = Counter(
+            "bridge_gc_seconds_total",
+            "Time spent in Python's cyclic garbage collector, by generation",
+            ["generation"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds",
+            "How late a 100 ms timer fires: time the event loop could not run anything",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.loop_lag_max = Gauge(
+            "bridge_event_loop_lag_max_seconds",
+            "The largest event-loop lag since the last scrape",
+            registry=r,
+        )
+        self.loop_lag_peak = 0.0
+        self.loop_lag_max.set_function(lambda: self.loop_lag_peak)
         self.mqtt_reconnects = Counter(
             "bridge_mqtt_reconnects_total", "Connections to the broker lost", registry=r
         )
+
+    def watch_gc(self) -> None:
+        """Count the collector's pauses: with thousands of sockets they are what grows."""
+        started: list[float] = [0.0]
+        per_generation = [self.gc_seconds.labels(str(g)) for g in range(3)]
+
+        def callback(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                per_generation[info["generation"]].inc(time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)

@@ -74,8 +74,10 @@ class MqttRelay:
                     identifier=identifier,
                     username=settings.mqtt_username or None,
                     password=settings.mqtt_password.get_secret_value() or None,
-                    protocol=aiomqtt.ProtocolVersion.V5,
-                    clean_start=True,
+                    # 3.1.1: the bridge needs no MQTT 5 feature, and paho decodes a v5
+                    # PUBLISH's properties on every message (measured: docs/benchmarks.md).
+                    protocol=aiomqtt.ProtocolVersion.V311,
+                    clean_session=True,
                     keepalive=30,
                 ) as client:
                     log.info("connected to MQTT %s as %s", settings.mqtt_url, identifier)

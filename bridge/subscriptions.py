@@ -14,7 +14,6 @@ from collections import Counter
 from collections.abc import Iterable
 
 import aiomqtt
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from bridge.metrics import BridgeMetrics
 from bridge.topics import FAMILIES, Family, Topics
@@ -129,7 +128,7 @@ class SubscriptionManager:
         new = sorted(wanted - self._active)
         for start in range(0, len(new), _CHUNK):
             chunk = new[start : start + _CHUNK]
-            await client.subscribe([(f, self._options(f)) for f in chunk])
+            await client.subscribe([(f, self._qos(f)) for f in chunk])
             if client is not self._client:
                 return
             self._active.update(chunk)
@@ -145,8 +144,8 @@ class SubscriptionManager:
             self._active.difference_update(chunk)
             self._metrics.mqtt_filters.set(len(self._active))
 
-    def _options(self, topic_filter: str) -> SubscribeOptions:
+    def _qos(self, topic_filter: str) -> int:
         # Positions are superseded within seconds: QoS 0 spares the acknowledgements. Events
         # that are never dropped are taken at QoS 1.
         positional = topic_filter.endswith("/location") or topic_filter.startswith("owntracks/")
-        return SubscribeOptions(qos=0 if positional else 1)
+        return 0 if positional else 1
