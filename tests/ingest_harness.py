@@ -45,7 +45,7 @@ class Worker:
         self.metrics_port = free_port()
         self.env = {
             **os.environ,
-            **services.environment(),
+            **services.environment("ingest"),
             "FLEETPULSE_INGEST_CLIENT_ID": self.client_id,
             "FLEETPULSE_INGEST_SHARED_GROUP": group,
             "FLEETPULSE_INGEST_METRICS_PORT": str(self.metrics_port),
@@ -122,10 +122,7 @@ def mosquitto_pub(services: Services, topic: str, payload: bytes | None, *, qos:
     """One message, bytes exactly as given (None: a zero-length payload)."""
     command = [
         "mosquitto_pub",
-        "-h",
-        services.mosquitto.host,
-        "-p",
-        str(services.mosquitto.port),
+        *services.mqtt_args("loadgen"),
         "-V",
         "mqttv5",
         "-q",
@@ -149,10 +146,7 @@ class LinePublisher:
         self.process = subprocess.Popen(
             [
                 "mosquitto_pub",
-                "-h",
-                services.mosquitto.host,
-                "-p",
-                str(services.mosquitto.port),
+                *services.mqtt_args("loadgen"),
                 "-V",
                 "mqttv5",
                 "-q",

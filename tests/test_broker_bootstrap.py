@@ -243,6 +243,8 @@ def test_stack_cli_comes_up_twice_and_keeps_devices(tmp_path: Path, unique: str)
         "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
         "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_CLIENT_ID": f"ingest-{unique}",
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
 
@@ -336,3 +338,32 @@ def test_processes_get_their_accounts(services: Services, tmp_path: Path) -> Non
         password=env["FLEETPULSE_MQTT_PASSWORD"],
     ) as client:
         assert client.open() == 0
+
+
+def test_broker_cli_bootstrap_and_credentials(services: Services) -> None:
+    """What an operator runs against a broker that is already up (production)."""
+    env = {**os.environ, **services.environment()}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "broker", *args],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    bootstrap = run("bootstrap")
+    assert bootstrap.returncode == 0, bootstrap.stderr
+    assert bootstrap.stdout.strip() == "broker security: up to date"
+    lines = run("credentials", "bridge").stdout.splitlines()
+    assert lines == [
+        "FLEETPULSE_MQTT_USERNAME=bridge",
+        f"FLEETPULSE_MQTT_PASSWORD={services.credentials('bridge').password}",
+    ]
+    env["FLEETPULSE_MQTT_ADMIN_PASSWORD"] = "wrong"
+    refused = run("bootstrap")
+    assert refused.returncode == 1
+    assert "refused the admin account" in refused.stderr

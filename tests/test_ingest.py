@@ -323,10 +323,7 @@ def test_message_with_mqtt5_properties_takes_the_full_paho_path(
     subprocess.run(
         [
             "mosquitto_pub",
-            "-h",
-            services.mosquitto.host,
-            "-p",
-            str(services.mosquitto.port),
+            *services.mqtt_args("loadgen"),
             "-V",
             "mqttv5",
             "-q",

@@ -132,6 +132,8 @@ class AckTrackingPublisher:
         self.window = threading.BoundedSemaphore(200)
         self.client.on_publish = self._on_publish
         self.sent: list[tuple[int, mqtt.MQTTMessageInfo]] = []
+        loadgen = services.credentials("loadgen")
+        self.client.username_pw_set(loadgen.username, loadgen.password)
         self.client.connect(services.mosquitto.host, services.mosquitto.port)
         self.client.loop_start()
 

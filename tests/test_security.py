@@ -18,7 +18,6 @@ from broker.tls import ensure_local_ca
 from tests.mqtt5 import (
     ACCEPTED,
     ADMINISTRATIVE_ACTION,
-    NO_MATCHING_SUBSCRIBERS,
     NOT_AUTHORIZED,
     Mqtt5Client,
 )
@@ -164,11 +163,7 @@ def test_device_cannot_read_another_devices_assignments(services: Services, uniq
             "$CONTROL/dynamic-security/v1/response",
         ):
             assert device.subscribe(topic) == NOT_AUTHORIZED, topic
-        # Accepted with no matching subscriber: the device must not count as one.
-        assert (
-            api.publish(other_topic, b'{"type": "assignment", "order": "secret"}')
-            == NO_MATCHING_SUBSCRIBERS
-        )
+        assert api.publish(other_topic, b'{"type": "assignment", "order": "secret"}') in ACCEPTED
         assert api.publish(own_topic, b'{"type": "assignment", "order": "mine"}') == 0
         got = device.received(QUIET)
     assert got == [(own_topic, b'{"type": "assignment", "order": "mine"}')]
@@ -294,6 +289,28 @@ def test_tls_with_the_generated_ca_and_refused_without(
     # And plain MQTT on the TLS port is no way around it.
     plain = subprocess.run(base, capture_output=True, text=True, timeout=20, check=False)
     assert plain.returncode != 0
+    # Anonymous over TLS: the connection is trusted, the client is not.
+    anonymous = subprocess.run(
+        [
+            "mosquitto_pub",
+            "-h",
+            "localhost",
+            "-p",
+            tls_port,
+            "--cafile",
+            str(services.cafile),
+            "-t",
+            f"fleet/couriers/c-{unique}/location",
+            "-m",
+            fix(unique),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert anonymous.returncode != 0
+    assert "not authorised" in anonymous.stderr
     # A paho client with the CA, as a Python device would connect.
     with device_client(services, device, tls_cafile=services.cafile) as client:
         assert client.open() == 0
@@ -349,3 +366,53 @@ def test_service_accounts_have_least_privilege(services: Services, unique: str) 
         ]
     )
     assert got_ingest == [device_topic]
+
+
+def test_a_phones_will_goes_only_to_its_own_presence(services: Services, unique: str) -> None:
+    """Phones set an MQTT will saying `offline` on their retained presence topic."""
+    device = services.provision_device("courier", f"c-{unique}")
+    auth = ["-u", device.username, "-P", device.password, "-i", device.client_id]
+
+    def phone(will_topic: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [
+                "mosquitto_sub",
+                "-h",
+                services.mosquitto.host,
+                "-p",
+                str(services.mosquitto.port),
+                *auth,
+                "-V",
+                "mqttv5",
+                "-t",
+                f"fleet/couriers/c-{unique}/assignments",
+                "--will-topic",
+                will_topic,
+                "--will-payload",
+                '{"state":"offline"}',
+                "--will-retain",
+                "--will-qos",
+                "1",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    with service_client(services, "bridge") as bridge:
+        assert bridge.open() == 0
+        assert bridge.subscribe("fleet/couriers/+/presence") == GRANTED_QOS1
+        own = phone(f"fleet/couriers/c-{unique}/presence")
+        time.sleep(1.0)
+        assert own.poll() is None, "a will on its own presence topic is accepted"
+        own.kill()  # no DISCONNECT: the broker publishes the will
+        own.wait()
+        topic, payload = bridge.next_message()
+        assert (topic, payload) == (f"fleet/couriers/c-{unique}/presence", b'{"state":"offline"}')
+
+        # Mosquitto 2.0.11 accepts the connection, but the forged will is never published.
+        forged = phone(f"fleet/couriers/other-{unique}/presence")
+        time.sleep(1.0)
+        assert forged.poll() is None
+        forged.kill()
+        forged.wait()
+        assert bridge.received(QUIET) == []

@@ -123,6 +123,7 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         # The supervised ingest worker stores what a device publishes.
         loadgen = load_service_credentials(tmp_path / "var", "loadgen")
         dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
+        loadgen = load_service_credentials(Path(env["FLEETPULSE_DATA_DIR"]), "loadgen")
         deadline = time.monotonic() + 30
         stored = 0
         while stored == 0 and time.monotonic() < deadline:
