@@ -30,13 +30,16 @@ SHARED_GROUP = "api"
 INSERT_ALERT_SQL = """
 INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
 VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (courier_id, raised_at) DO NOTHING
-RETURNING id, courier_id, raised_at, lat, lon, message, acknowledged_by, acknowledged_at
+ON CONFLICT (courier_id, raised_at) DO UPDATE SET courier_id = excluded.courier_id
+RETURNING id, courier_id, raised_at, lat, lon, message, acknowledged_by, acknowledged_at,
+          (xmax = 0) AS inserted
 """
 
 
-async def store_emergency(state: ApiState, event: EmergencyEvent) -> dict[str, Any] | None:
-    """Store the alert and publish it; None when it was already stored (a redelivery)."""
+async def store_emergency(state: ApiState, event: EmergencyEvent) -> dict[str, Any]:
+    """Store the alert (unless ingest, which stores emergencies too, or a redelivery got
+    there first) and publish it with its id. Admins may see one alert announced twice after
+    a redelivery; the alert id tells them it is the same."""
     async with (
         state.pool.connection() as conn,
         conn.transaction(),
@@ -47,9 +50,10 @@ async def store_emergency(state: ApiState, event: EmergencyEvent) -> dict[str, A
             (event.courier_id, event.time, event.lat, event.lon, event.message[:2000]),
         )
         alert = await cur.fetchone()
-    if alert is not None:
-        publish_alert(state.publisher, state.settings.topic_prefix, alert, kind="alert_raised")
-    return alert
+    assert alert is not None
+    inserted = alert.pop("inserted")
+    publish_alert(state.publisher, state.settings.topic_prefix, alert, kind="alert_raised")
+    return {**alert, "inserted": inserted}
 
 
 async def emergency_loop(state: ApiState) -> None:
@@ -102,4 +106,4 @@ async def _handle(state: ApiState, decoder: MessageDecoder, topic: str, payload:
                 EMERGENCIES.labels("retried").inc()
                 log.warning("cannot store an emergency yet (%s); retrying", exc)
                 await asyncio.sleep(1.0)
-        EMERGENCIES.labels("stored" if alert else "duplicate").inc()
+        EMERGENCIES.labels("stored" if alert["inserted"] else "already_stored").inc()

@@ -46,7 +46,7 @@ RETENTION_DROPPED = Counter(
 )
 EMERGENCIES = Counter(
     "fleetpulse_api_mqtt_emergencies_total",
-    "Emergencies received over MQTT, by outcome (stored, duplicate, invalid, retried)",
+    "Emergencies received over MQTT, by outcome (stored, already_stored, invalid, retried)",
     ["outcome"],
     registry=REGISTRY,
 )
