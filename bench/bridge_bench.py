@@ -93,6 +93,7 @@ class Window:
 def run_publisher(
     host: str,
     port: int,
+    credentials: tuple[str, str] | None,
     topics: list[str],
     interval_s: float,
     window: Window,
@@ -101,6 +102,8 @@ def run_publisher(
 ) -> None:
     client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}")
     client.max_queued_messages_set(0)
+    if credentials is not None:
+        client.username_pw_set(*credentials)
     client.connect(host, port)
     client.loop_start()
     count = len(topics)
@@ -427,7 +430,7 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
     signer = LocalSigner.from_data_dir(services.root)
     env = {
         **os.environ,
-        **services.environment(),
+        **services.environment("bridge"),
         "FLEETPULSE_BRIDGE_PORT": str(port),
         "FLEETPULSE_AUTH_MODE": "local",
     }
@@ -455,6 +458,10 @@ def measure_bridge(plan: Plan, services: Any) -> dict[str, float]:
             args=(
                 services.mosquitto.host,
                 services.mosquitto.port,
+                (
+                    services.credentials("loadgen").username,
+                    services.credentials("loadgen").password,
+                ),
                 topics,
                 plan.fix_interval_s,
                 window,
@@ -696,6 +703,7 @@ def measure_reference(plan: Plan) -> dict[str, float]:
             args=(
                 "127.0.0.1",
                 mqtt_port,
+                None,
                 ["bench/ref"],
                 1.0 / plan.reference_rate,
                 window,

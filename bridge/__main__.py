@@ -10,6 +10,7 @@ import uvicorn
 
 from auth import AuthConfigError
 from bridge.app import create_app
+from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
 
 # Frames up to this size reach the bridge, which answers anything over the protocol's limit
@@ -34,7 +35,7 @@ def main() -> int:
     try:
         settings = load_settings()
         app = create_app(settings)
-    except (ConfigError, AuthConfigError) as exc:
+    except (ConfigError, AuthConfigError, CredentialsError) as exc:
         print(f"bridge: cannot start: {exc}", file=sys.stderr)
         return 2
     tune_garbage_collector()

@@ -26,6 +26,7 @@ from bridge.session import Session, SessionLimits
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import SubscriptionManager
 from bridge.topics import Topics
+from broker.accounts import process_credentials
 from config import Settings
 
 log = logging.getLogger("bridge")
@@ -34,9 +35,11 @@ CACHE_SWEEP_INTERVAL_S = 30.0
 
 
 def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starlette:
-    """The bridge. The verifier is built (and the auth settings checked) right here, so a
-    misconfigured process refuses to start."""
+    """The bridge. The verifier is built (and the auth settings checked) and the MQTT account
+    resolved right here, so a misconfigured process refuses to start."""
     verifier = verifier or build_verifier(settings)
+    # The broker refuses anonymous clients: no account, no start (CredentialsError says why).
+    credentials = process_credentials(settings, account="bridge")
     metrics = BridgeMetrics()
     metrics.watch_gc()
     session_limits = SessionLimits(
@@ -72,6 +75,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
             subscriptions=subscriptions,
             on_message=hub.on_message,
             metrics=metrics,
+            credentials=credentials,
         )
         state.update(hub=hub, relay=relay, pool=pool)
         try:

@@ -15,6 +15,7 @@ import aiomqtt
 
 from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import SubscriptionManager
+from broker.accounts import MqttCredentials
 from config import Settings
 
 log = logging.getLogger("bridge.mqtt")
@@ -55,8 +56,10 @@ class MqttRelay:
         subscriptions: SubscriptionManager,
         on_message: OnMessage,
         metrics: BridgeMetrics,
+        credentials: MqttCredentials,
     ) -> None:
         self._settings = settings
+        self._credentials = credentials
         self._subscriptions = subscriptions
         self._on_message = on_message
         self._metrics = metrics
@@ -66,14 +69,15 @@ class MqttRelay:
         settings = self._settings
         backoff = Backoff()
         identifier = client_id(settings)
+        credentials = self._credentials
         while True:
             try:
                 async with aiomqtt.Client(
                     settings.mqtt_host,
                     settings.mqtt_port,
                     identifier=identifier,
-                    username=settings.mqtt_username or None,
-                    password=settings.mqtt_password.get_secret_value() or None,
+                    username=credentials.username,
+                    password=credentials.password,
                     # 3.1.1: the bridge needs no MQTT 5 feature, and paho decodes a v5
                     # PUBLISH's properties on every message (measured: docs/benchmarks.md).
                     protocol=aiomqtt.ProtocolVersion.V311,

@@ -36,6 +36,26 @@ class Snapshots:
                 for row in await cur.fetchall()
             ]
 
+    async def _open_orders(self) -> list[dict[str, Any]]:
+        """Every order not finished yet, for the admin's fleet snapshot."""
+        query = (
+            "SELECT id, status, courier_id, eta, updated_at FROM orders "
+            "WHERE status NOT IN ('delivered', 'cancelled') "
+            f"ORDER BY updated_at DESC LIMIT {self._fleet_limit}"
+        )
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query)
+            return [
+                {
+                    "order": row["id"],
+                    "status": row["status"],
+                    "courier_id": row["courier_id"],
+                    "eta": None if row["eta"] is None else row["eta"].isoformat(),
+                    "ts": row["updated_at"].timestamp(),
+                }
+                for row in await cur.fetchall()
+            ]
+
     @staticmethod
     def _newest(stored: list[Fix], relayed: Mapping[str, Fix], keys: Collection[str]) -> list[Fix]:
         newest: dict[str, Fix] = {fix.key: fix for fix in stored}
@@ -64,7 +84,7 @@ class Snapshots:
         stored = await self._last_positions("true", ())
         fixes = self._newest(stored, relayed, list(relayed))
         return {
-            "orders": [],
+            "orders": await self._open_orders(),
             "locations": [fix.item() for fix in fixes],
             "presence": list(presence.values()),
         }

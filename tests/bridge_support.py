@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from websockets.asyncio.client import ClientConnection, connect
@@ -70,7 +70,7 @@ def running_bridge(
     port = free_port()
     env = {
         **os.environ,
-        **services.environment(),
+        **services.environment("bridge"),
         "FLEETPULSE_BRIDGE_PORT": str(port),
         "FLEETPULSE_AUTH_MODE": "local",
         **{f"FLEETPULSE_{k.upper()}": v for k, v in settings.items()},
@@ -211,15 +211,18 @@ async def connected(bridge: BridgeProcess, role: str, uid: str, **claims: Any) -
 
 
 # --- MQTT, through the real command-line client -----------------------------------------
+def publishing_account(topic: str) -> Literal["api", "loadgen"]:
+    """Server topics are the API's to publish; device topics go out as the load generator."""
+    server = "/orders/" in topic or topic.endswith("/assignments") or "/alerts/" in topic
+    return "api" if server else "loadgen"
+
+
 def mqtt_publish(services: Services, topic: str, payload: Any, *, qos: int = 1) -> None:
     body = payload if isinstance(payload, str | bytes) else json.dumps(payload)
     subprocess.run(
         [
             "mosquitto_pub",
-            "-h",
-            services.mosquitto.host,
-            "-p",
-            str(services.mosquitto.port),
+            *services.mqtt_args(publishing_account(topic)),
             "-q",
             str(qos),
             "-t",
@@ -241,10 +244,7 @@ def mqtt_publish_lines(services: Services, topic: str, lines: list[str], *, qos:
     subprocess.run(
         [
             "mosquitto_pub",
-            "-h",
-            services.mosquitto.host,
-            "-p",
-            str(services.mosquitto.port),
+            *services.mqtt_args(publishing_account(topic)),
             "-q",
             str(qos),
             "-t",

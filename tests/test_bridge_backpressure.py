@@ -35,7 +35,13 @@ async def publish(
 ) -> None:
     """Publish through a real MQTT client, at `rate` messages/s or as fast as possible.
     A location's `ts` is set at publish time, so a receiver can compute the latency."""
-    async with aiomqtt.Client(services.mosquitto.host, services.mosquitto.port) as client:
+    loadgen = services.credentials("loadgen")
+    async with aiomqtt.Client(
+        services.mosquitto.host,
+        services.mosquitto.port,
+        username=loadgen.username,
+        password=loadgen.password,
+    ) as client:
         started = time.monotonic()
         for n, (topic, payload) in enumerate(messages):
             if rate is not None:

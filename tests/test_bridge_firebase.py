@@ -72,7 +72,7 @@ def test_bridge_refuses_to_start_with_the_emulator_in_production(
 ) -> None:
     env = {
         **os.environ,
-        **services.environment(),
+        **services.environment("bridge"),
         "FLEETPULSE_ENVIRONMENT": "production",
         "FLEETPULSE_FIREBASE_PROJECT_ID": PROJECT_ID,
         "FIREBASE_AUTH_EMULATOR_HOST": emulator.host,

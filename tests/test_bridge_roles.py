@@ -213,7 +213,8 @@ async def test_admin_fleet_sees_everything(bridge: BridgeProcess, db: Db, unique
     courier, vehicle, order = f"c{unique}", f"v{unique}", f"o{unique}"
     seed_order(db, order_id=order, restaurant_id=f"r{unique}", customer_uid="w")
     admin = await connected(bridge, "admin", f"ops{unique}")
-    await admin.subscribe("fleet")
+    _, snapshot = await admin.subscribe("fleet")
+    assert order in {o["order"] for o in snapshot["orders"]}
     await apublish(services, f"fleet/couriers/{courier}/location", fix(1.5, 1.5))
     await apublish(services, f"fleet/vehicles/{vehicle}/location", fix(2.5, 2.5))
     await apublish(
