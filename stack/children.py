@@ -108,4 +108,11 @@ def fleet_processes(settings: Settings) -> list[ChildProcess]:
 
 def stop_timeout(settings: Settings) -> float:
     """How long a child may take to drain before it is killed."""
-    return max(settings.ingest_drain_timeout_s, settings.bridge_drain_timeout_s) + 10
+    return (
+        max(
+            settings.ingest_drain_timeout_s,
+            settings.bridge_drain_timeout_s,
+            settings.api_drain_timeout_s,
+        )
+        + 10
+    )
