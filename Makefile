@@ -32,5 +32,8 @@ typecheck: setup
 pytest: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+bench: setup
+	@for b in bench/*; do if [ -x "$$b" ]; then echo "== $$b"; "$$b" || exit 1; fi; done
+
 clean: stop
 	rm -rf .var

@@ -37,11 +37,22 @@ class Settings(BaseSettings):
     # The MQTT account of this process (broker security gives each service its own).
     mqtt_username: str = ""
     mqtt_password: SecretStr = SecretStr("")
+    # Broker security: the dynamic-security admin (the api provisions devices with it; empty
+    # password = read <data_dir>/secrets/mqtt-accounts.json), TLS and the optional websockets.
+    mqtt_admin_username: str = "admin"
+    mqtt_admin_password: SecretStr = SecretStr("")
+    mqtt_tls_host: str = ""
+    mqtt_tls_cafile: Path | None = None
+    mqtt_tls_certfile: Path | None = None
+    mqtt_tls_keyfile: Path | None = None
+    mqtt_websockets_port: int = Field(default=0, ge=0, le=65535)
+    mqtt_dynsec_plugin: Path | None = None
     postgres_port: int = Field(default=54320, ge=1, le=65535)
     database_url: str = ""
     api_port: int = Field(default=8000, ge=1, le=65535)
     bridge_port: int = Field(default=8001, ge=1, le=65535)
     ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    ingest_metrics_host: str = "127.0.0.1"
 
     # The wire protocol.
     topic_prefix: str = Field(default="fleet", pattern=TOPIC_PREFIX_PATTERN)
@@ -54,6 +65,35 @@ class Settings(BaseSettings):
     ingest_shared_group: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     ingest_client_id: str = ""
     ingest_drain_timeout_s: float = Field(default=10.0, gt=0)
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may have in
+    # flight to one worker. It must cover a full batch plus the one being committed.
+    ingest_receive_maximum: int = Field(default=20_000, ge=1, le=65_535)
+    # Cap of the jittered exponential backoff when the broker or the database is down.
+    ingest_retry_max_s: float = Field(default=5.0, gt=0, le=300)
+    ingest_keepalive_s: int = Field(default=30, ge=5, le=65_535)
+    # Batches written at once, each on its own connection; acks stay in arrival order.
+    ingest_db_connections: int = Field(default=2, ge=1, le=16)
+
+    # Auth (the bridge and the API). Unset auth_mode means local in the local environment and
+    # firebase in production.
+    auth_mode: Literal["local", "firebase"] | None = None
+    firebase_project_id: str = ""
+    auth_clock_skew_s: int = Field(default=0, ge=0, le=60)
+
+    # The WebSocket bridge.
+    bridge_host: str = "127.0.0.1"
+    bridge_client_id: str = ""
+    bridge_auth_timeout_s: float = Field(default=10.0, gt=0)
+    bridge_reauth_grace_s: float = Field(default=30.0, gt=0)
+    bridge_max_frame_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    bridge_max_frames_per_s: int = Field(default=50, ge=1)
+    bridge_max_forbidden: int = Field(default=3, ge=1)
+    bridge_event_queue: int = Field(default=2000, ge=10)
+    bridge_fleet_batch_ms: float = Field(default=50.0, ge=5, le=1000)
+    bridge_unsubscribe_linger_s: float = Field(default=5.0, ge=0)
+    bridge_ws_ping_interval_s: float = Field(default=20.0, gt=0)
+    bridge_ws_deflate: bool = False
+    bridge_drain_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("data_dir")
     @classmethod
@@ -73,6 +113,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/fleetpulse"
+
+    @property
+    def effective_auth_mode(self) -> Literal["local", "firebase"]:
+        if self.auth_mode is not None:
+            return self.auth_mode
+        return "firebase" if self.environment == "production" else "local"
 
     @property
     def mqtt_url(self) -> str:

@@ -104,4 +104,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 else
   step "virtualenv: up to date"
 fi
+# --- 4. firebase-tools, for the Firebase Auth emulator end-to-end test -----------------
+# Project-local (.var/node, ignored). The Auth emulator is plain Node: no Java needed.
+firebase_cli=.var/node/node_modules/.bin/firebase
+if [ -x "$firebase_cli" ]; then
+  step "firebase-tools: present ($("$firebase_cli" --version 2>/dev/null || echo unknown))"
+elif command -v npm >/dev/null; then
+  step "installing firebase-tools 15 into .var/node (for the Firebase Auth emulator test) ..."
+  mkdir -p .var/node
+  npm install --prefix .var/node --no-audit --no-fund --loglevel=error 'firebase-tools@15' || {
+    step "error: npm install firebase-tools failed"; exit 1; }
+else
+  step "note: node/npm are not installed; the Firebase Auth emulator test will be skipped"
+fi
 step "done"

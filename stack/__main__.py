@@ -9,7 +9,9 @@ import sys
 import threading
 from pathlib import Path
 
+from broker.accounts import secrets_path
 from config import ConfigError, Settings, load_settings
+from stack.children import ChildProcess, fleet_processes, stop_timeout
 from stack.errors import StackError
 from stack.mosquitto import MosquittoServer, render_config
 from stack.postgres import PostgresServer
@@ -27,7 +29,7 @@ def supervisor_pid_file(settings: Settings) -> Path:
 
 def servers(settings: Settings) -> tuple[MosquittoServer, PostgresServer]:
     return (
-        MosquittoServer(settings.data_dir, settings.mqtt_port, host=settings.mqtt_host),
+        MosquittoServer.from_settings(settings),
         PostgresServer(settings.data_dir, settings.postgres_port),
     )
 
@@ -53,29 +55,57 @@ def up(settings: Settings) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    children: list[ChildProcess] = []
     try:
         say(f"data folder: {settings.data_dir}")
         say(f"starting Mosquitto on {settings.mqtt_host}:{settings.mqtt_port} ...")
         mosquitto.start()
+        assert mosquitto.last_bootstrap is not None
+        say(f"broker security: {mosquitto.last_bootstrap.summary()}")
         say(f"starting PostgreSQL 15 + TimescaleDB on 127.0.0.1:{settings.postgres_port} ...")
         postgres.start()
         applied = apply_migrations(postgres.dsn)
         say(f"schema: applied migrations {applied}" if applied else "schema: up to date")
-        say(f"MQTT broker:  {mosquitto.url}")
+        for child in fleet_processes(settings):
+            child.start()
+            children.append(child)
+            say(f"{child.name}: started (pid {child.pid}), log {child.log_path}")
+        say(f"MQTT broker:  {mosquitto.url} (services), {mosquitto.tls_url} (TLS, devices)")
+        say(f"TLS CA:       {mosquitto.cafile}")
+        say(f"MQTT secrets: {secrets_path(settings.data_dir)}")
         say(f"database:     {postgres.dsn}")
+        if settings.ingest_metrics_port:
+            say(
+                f"ingest metrics: http://{settings.ingest_metrics_host}:"
+                f"{settings.ingest_metrics_port}/metrics"
+            )
+        say(f"bridge:       ws://{settings.bridge_host}:{settings.bridge_port}/ws")
         say(f"logs:         {settings.data_dir / 'log'}")
         say("running; Ctrl-C or `make stop` stops it")
+        status = 0
         while not stop_requested.wait(1.0):
             for server, name in ((mosquitto, "Mosquitto"), (postgres, "PostgreSQL")):
                 if server.running_pid() is None:
                     say(f"{name} exited unexpectedly; see {settings.data_dir / 'log'}")
                     stop_requested.set()
-        return 0
+                    status = 1
+            for child in children:
+                code = child.exit_status()
+                if code is not None:
+                    say(f"{child.name} exited with status {code}; see {child.log_path}")
+                    stop_requested.set()
+                    status = 1
+        return status
     except (StackError, MigrationError) as exc:
         say(f"error: {exc}")
         return 1
     finally:
         say("stopping ...")
+        for child in reversed(children):
+            running = child.exit_status() is None
+            code = child.stop(timeout=stop_timeout(settings))
+            if running:
+                say(f"{child.name}: stopped (exit status {code})")
         for server in (postgres, mosquitto):
             try:
                 server.stop()
@@ -90,6 +120,12 @@ def down(settings: Settings) -> int:
     if supervisor is not None:
         say(f"asking the running stack (pid {supervisor}) to stop ...")
         stop_pid(supervisor, sig=signal.SIGTERM, timeout=90, name="the stack supervisor")
+    for child in reversed(fleet_processes(settings)):
+        leftover = read_pid(child.pid_file)
+        if leftover is not None:
+            say(f"stopping {child.name} (pid {leftover}) ...")
+            stop_pid(leftover, sig=signal.SIGTERM, timeout=stop_timeout(settings), name=child.name)
+        child.pid_file.unlink(missing_ok=True)
     mosquitto, postgres = servers(settings)
     for server, name in ((postgres, "PostgreSQL"), (mosquitto, "Mosquitto")):
         if server.running_pid() is not None:
@@ -109,6 +145,9 @@ def status(settings: Settings) -> int:
         pid = server.running_pid()
         any_up = any_up or pid is not None
         say(f"{name:<11} {'up, pid ' + str(pid) if pid else 'down':<16} {address}")
+    for child in fleet_processes(settings):
+        pid = read_pid(child.pid_file)
+        say(f"{child.name:<11} {'up, pid ' + str(pid) if pid else 'down':<16} {child.log_path}")
     return 0 if any_up else 3
 
 
@@ -136,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                 host=settings.mqtt_host,
                 port=settings.mqtt_port,
                 user="mosquitto",
+                broker=mosquitto.broker_config(),
             ),
             end="",
         )

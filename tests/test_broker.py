@@ -7,15 +7,11 @@ from tests.services import Services
 
 
 def test_mosquitto_pub_reaches_a_subscriber(services: Services, unique: str) -> None:
-    topic = f"test/{unique}/hello"
-    port = str(services.mosquitto.port)
+    topic = f"fleet/couriers/{unique}/location"
     subscriber = subprocess.Popen(
         [
             "mosquitto_sub",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            port,
+            *services.mqtt_args("bridge"),
             "-t",
             topic,
             "-q",
@@ -36,10 +32,7 @@ def test_mosquitto_pub_reaches_a_subscriber(services: Services, unique: str) -> 
             subprocess.run(
                 [
                     "mosquitto_pub",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    port,
+                    *services.mqtt_args("loadgen"),
                     "-t",
                     topic,
                     "-q",

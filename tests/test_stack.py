@@ -9,15 +9,16 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from broker.accounts import load_service_credentials
 from config.settings import PROJECT_ROOT
 from stack.errors import PortInUseError
 from stack.process import free_port, pid_alive
-from tests.services import running_services
+from tests.services import Services, running_services
 
 
-def retained_message(port: int, topic: str) -> str:
+def retained_message(services: Services, topic: str) -> str:
     result = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-C", "1", "-W", "5"],
+        ["mosquitto_sub", *services.mqtt_args("bridge"), "-t", topic, "-C", "1", "-W", "5"],
         capture_output=True,
         text=True,
         check=False,
@@ -36,10 +37,9 @@ def test_stack_restarts_with_its_data(unique: str) -> None:
         subprocess.run(
             [
                 "mosquitto_pub",
-                "-p",
-                str(services.mosquitto.port),
+                *services.mqtt_args("loadgen"),
                 "-t",
-                f"keep/{unique}",
+                f"fleet/couriers/{unique}/presence",
                 "-m",
                 "retained-value",
                 "-r",
@@ -65,7 +65,7 @@ def test_stack_restarts_with_its_data(unique: str) -> None:
         with psycopg.connect(services.dsn) as conn:
             row = conn.execute("SELECT name FROM couriers WHERE id = %s", (unique,)).fetchone()
         assert row == ("Kept Across Restarts",)
-        assert retained_message(services.mosquitto.port, f"keep/{unique}") == "retained-value"
+        assert retained_message(services, f"fleet/couriers/{unique}/presence") == "retained-value"
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -100,7 +100,12 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         **os.environ,
         "FLEETPULSE_DATA_DIR": str(tmp_path / "var"),
         "FLEETPULSE_MQTT_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
+        "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
+        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
+        "FLEETPULSE_INGEST_CLIENT_ID": "stack-cli-test",
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
     command = [sys.executable, "-m", "stack"]
@@ -112,6 +117,40 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
         assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
+        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
+        assert "ingest: started" in output
+
+        # The supervised ingest worker stores what a device publishes.
+        dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
+        loadgen = load_service_credentials(Path(env["FLEETPULSE_DATA_DIR"]), "loadgen")
+        deadline = time.monotonic() + 30
+        stored = 0
+        while stored == 0 and time.monotonic() < deadline:
+            subprocess.run(
+                [
+                    "mosquitto_pub",
+                    "-p",
+                    env["FLEETPULSE_MQTT_PORT"],
+                    "-u",
+                    loadgen.username,
+                    "-P",
+                    loadgen.password,
+                    "-q",
+                    "1",
+                    "-t",
+                    "fleet/couriers/stackcli/location",
+                    "-m",
+                    f'{{"lat": 1, "lon": 2, "ts": {time.time():.3f}}}',
+                ],
+                check=True,
+            )
+            time.sleep(0.5)
+            with psycopg.connect(dsn) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM positions WHERE source_id = 'stackcli'"
+                ).fetchone()
+            stored = row[0] if row else 0
+        assert stored > 0
 
         second = subprocess.run(
             [*command, "up"],
@@ -135,7 +174,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        assert status.stdout.count("up, pid") == 2
+        # Mosquitto, PostgreSQL, ingest and the bridge.
+        assert status.stdout.count("up, pid") == 4, status.stdout
 
         down = subprocess.run(
             [*command, "down"],
@@ -148,6 +188,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         )
         assert down.returncode == 0, down.stdout + down.stderr
         assert first.wait(timeout=60) == 0
+        assert first.stdout is not None
+        assert "ingest: stopped (exit status 0)" in first.stdout.read()
         status = subprocess.run(
             [*command, "status"],
             cwd=PROJECT_ROOT,

@@ -1,0 +1,489 @@
+"""Routing: which connected client may see, and wants, each MQTT message.
+
+Per-role visibility (docs/websocket.md):
+- admin: everything; `fleet` is the firehose; every admin socket gets every emergency.
+- courier: `courier:<own id>`: their assignments, the status of their orders, their positions.
+- customer: `order:<id>` of their own orders: status and ETA, and the courier's positions only
+  while the order is assigned, picked up or out for delivery.
+- restaurant: `restaurant:<own id>` and `order:<id>` of its orders: status and ETA, and the
+  courier's positions until delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from bridge.client import Client, FleetBatch
+from bridge.events import (
+    Fix,
+    InvalidPayload,
+    emergency_frame,
+    encode,
+    now,
+    parse_alert,
+    parse_assignment,
+    parse_status,
+    position,
+    presence_frame,
+)
+from bridge.metrics import BridgeMetrics
+from bridge.orders import Order, OrderDirectory
+from bridge.snapshots import Snapshots
+from bridge.subscriptions import Key, SubscriptionManager
+from bridge.topics import FAMILIES, ID_PATTERN, Topics
+from protocol.decoding import MessageDecoder
+from protocol.payloads import EmergencyEvent, PresenceEvent
+from protocol.topics import TopicError, TopicKind
+
+log = logging.getLogger("bridge.hub")
+
+_FLEET_KEYS: tuple[Key, ...] = tuple((family, None) for family in FAMILIES)
+
+
+class Forbidden(Exception):
+    """The principal may not see this channel (or it does not exist: never say which)."""
+
+
+class BadChannel(ValueError):
+    """Not a channel name of the protocol."""
+
+
+def parse_channel(channel: object) -> tuple[str, str | None]:
+    if channel == "fleet":
+        return "fleet", None
+    if isinstance(channel, str) and ":" in channel:
+        kind, _, entity_id = channel.partition(":")
+        if kind in ("courier", "order", "restaurant") and ID_PATTERN.match(entity_id):
+            return kind, entity_id
+    raise BadChannel(
+        "channel must be 'fleet', 'courier:<id>', 'order:<id>' or 'restaurant:<id>' with ids "
+        "of 1-64 characters [A-Za-z0-9_-]"
+    )
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        topics: Topics,
+        orders: OrderDirectory,
+        snapshots: Snapshots,
+        subscriptions: SubscriptionManager,
+        metrics: BridgeMetrics,
+        max_future_skew_s: float = 300.0,
+        subscribe_timeout_s: float = 5.0,
+    ) -> None:
+        self.topics = topics
+        self.decoder = MessageDecoder(prefix=topics.prefix, max_future_skew_s=max_future_skew_s)
+        self.orders = orders
+        self.snapshots = snapshots
+        self.subscriptions = subscriptions
+        self.metrics = metrics
+        self._subscribe_timeout_s = subscribe_timeout_s
+        self.clients: set[Client] = set()
+        self.admins: set[Client] = set()
+        self.fleet: set[Client] = set()
+        # Clients per channel, and clients per courier whose positions they receive.
+        self.watchers: dict[str, set[Client]] = defaultdict(set)
+        self.followers: dict[str, set[Client]] = defaultdict(set)
+        self.last_fix: dict[str, Fix] = {}
+        self.presence: dict[str, dict[str, Any]] = {}
+        self._catch_up: asyncio.Queue[tuple[Client, str]] = asyncio.Queue()
+        self._pending_fleet: dict[str, dict[str, Any]] = {}
+        self._pending_fleet_received = 0.0
+
+    # --- connections ------------------------------------------------------------------------
+    def connected(self, client: Client) -> None:
+        self.clients.add(client)
+        self.metrics.connections.labels(client.role).inc()
+
+    def authenticated(self, client: Client, previous_role: str) -> None:
+        self.metrics.connections.labels(previous_role).dec()
+        self.metrics.connections.labels(client.role).inc()
+        if client.role == "admin":
+            self.admins.add(client)
+
+    def disconnected(self, client: Client) -> None:
+        self.clients.discard(client)
+        self.admins.discard(client)
+        self.fleet.discard(client)
+        self.metrics.connections.labels(client.role).dec()
+        for channel in client.channels:
+            self.watchers[channel].discard(client)
+            if not self.watchers[channel]:
+                del self.watchers[channel]
+        client.channels.clear()
+        self._apply_keys(client, set())
+
+    # --- subscriptions ----------------------------------------------------------------------
+    async def authorize(self, client: Client, kind: str, entity_id: str | None) -> None:
+        principal = client.principal
+        assert principal is not None
+        if principal.role == "admin":
+            if kind == "order" and entity_id and await self.orders.load(entity_id) is None:
+                raise Forbidden
+            return
+        if kind == "courier" and principal.role == "courier":
+            if principal.courier_id == entity_id:
+                return
+        elif kind == "restaurant" and principal.role == "restaurant":
+            if principal.restaurant_id == entity_id:
+                return
+        elif kind == "order" and entity_id is not None:
+            order = await self.orders.load(entity_id)
+            if order is not None and self._owns(client, order):
+                return
+        raise Forbidden
+
+    def _owns(self, client: Client, order: Order) -> bool:
+        principal = client.principal
+        if principal is None:
+            return False
+        match principal.role:
+            case "admin":
+                return True
+            case "customer":
+                return order.customer_uid == principal.uid
+            case "restaurant":
+                return order.restaurant_id == principal.restaurant_id
+            case "courier":
+                return order.courier_id is not None and order.courier_id == principal.courier_id
+
+    async def subscribe(self, client: Client, channel: str) -> None:
+        """Authorize, subscribe on MQTT, then queue the confirmation and the snapshot."""
+        kind, entity_id = parse_channel(channel)
+        await self.authorize(client, kind, entity_id)
+        if channel in client.channels:
+            client.push_control({"type": "subscribed", "channel": channel})
+            return
+        client.hold += 1
+        try:
+            await self._load_relations(kind, entity_id, refresh=False)
+            client.channels.add(channel)
+            self.watchers[channel].add(client)
+            if kind == "fleet":
+                self.fleet.add(client)
+            self._recompute(client)
+            await self.subscriptions.wait_active(client.keys, within_s=self._subscribe_timeout_s)
+            # Anything that changed before the subscription was active is in the database.
+            await self._load_relations(kind, entity_id, refresh=True)
+            self._recompute_all_related(kind, entity_id)
+            await self.subscriptions.wait_active(client.keys, within_s=self._subscribe_timeout_s)
+            snapshot = await self._snapshot(client, kind, entity_id)
+            client.push_control({"type": "subscribed", "channel": channel})
+            client.push_control({"type": "snapshot", "channel": channel, **snapshot})
+        finally:
+            client.hold -= 1
+            client.wake()
+
+    def unsubscribe(self, client: Client, channel: str) -> None:
+        parse_channel(channel)
+        if channel in client.channels:
+            client.channels.discard(channel)
+            self.watchers[channel].discard(client)
+            if not self.watchers[channel]:
+                del self.watchers[channel]
+            if channel == "fleet":
+                self.fleet.discard(client)
+            self._recompute(client)
+        client.push_control({"type": "unsubscribed", "channel": channel})
+
+    async def _load_relations(self, kind: str, entity_id: str | None, *, refresh: bool) -> None:
+        if entity_id is None:
+            return
+        if kind == "order":
+            await self.orders.load(entity_id, refresh=refresh)
+        elif kind == "restaurant":
+            await self.orders.load_restaurant(entity_id)
+        elif kind == "courier":
+            await self.orders.load_courier(entity_id)
+
+    async def _snapshot(self, client: Client, kind: str, entity_id: str | None) -> dict[str, Any]:
+        if kind == "fleet":
+            return await self.snapshots.fleet(self.last_fix, self.presence)
+        orders: list[Order] = []
+        couriers: set[str] = set()
+        if kind == "order" and entity_id is not None:
+            order = self.orders.get(entity_id)
+            orders = [order] if order is not None else []
+        elif kind == "restaurant" and entity_id is not None:
+            orders = self.orders.restaurant_open(entity_id)
+        elif kind == "courier" and entity_id is not None:
+            orders = self.orders.courier_active(entity_id)
+            couriers.add(entity_id)
+        couriers.update(o.courier_id for o in orders if o.active and o.courier_id)
+        presence = [self.presence[c] for c in couriers if c in self.presence and kind == "courier"]
+        return {
+            "orders": [o.summary() for o in orders],
+            "locations": await self.snapshots.positions(couriers, self.last_fix),
+            "presence": presence,
+        }
+
+    # --- what each client needs -------------------------------------------------------------
+    def _wanted_keys(self, client: Client) -> set[Key]:
+        keys: set[Key] = set()
+        for channel in client.channels:
+            kind, _, entity_id = channel.partition(":")
+            if kind == "fleet":
+                keys.update(_FLEET_KEYS)
+            elif kind == "courier":
+                keys.update(
+                    {("location", entity_id), ("presence", entity_id), ("assignments", entity_id)}
+                )
+                for active in self.orders.courier_active(entity_id):
+                    keys.add(("status", active.id))
+            elif kind == "order":
+                keys.add(("status", entity_id))
+                order = self.orders.get(entity_id)
+                if order is not None and order.active and self._owns(client, order):
+                    keys.add(("location", order.courier_id))
+            elif kind == "restaurant":
+                keys.add(("status", None))
+                for open_order in self.orders.restaurant_open(entity_id):
+                    if open_order.active:
+                        keys.add(("location", open_order.courier_id))
+        return keys
+
+    def _recompute(self, client: Client) -> None:
+        self._apply_keys(client, self._wanted_keys(client))
+
+    def _apply_keys(self, client: Client, wanted: set[Key]) -> None:
+        before = client.keys
+        gained, lost = wanted - before, before - wanted
+        if not gained and not lost:
+            return
+        client.keys = wanted
+        self.subscriptions.acquire(gained)
+        self.subscriptions.release(lost)
+        for family, courier_id in gained:
+            if family == "location" and courier_id is not None:
+                self.followers[courier_id].add(client)
+                if not client.hold:
+                    # A courier newly assigned while the page is open: its last known
+                    # position follows as soon as the subscription is live.
+                    self._catch_up.put_nowait((client, courier_id))
+        for family, courier_id in lost:
+            if family == "location" and courier_id is not None:
+                followers = self.followers.get(courier_id)
+                if followers is not None:
+                    followers.discard(client)
+                    if not followers:
+                        del self.followers[courier_id]
+                # Nothing of this courier may reach the client any more, not even if queued.
+                client.drop_positions(f"courier:{courier_id}")
+
+    def _recompute_clients(self, clients: Iterable[Client]) -> None:
+        for client in list(clients):
+            self._recompute(client)
+
+    def _recompute_all_related(self, kind: str, entity_id: str | None) -> None:
+        if entity_id is not None:
+            self._recompute_clients(self.watchers.get(f"{kind}:{entity_id}", ()))
+
+    def _order_changed(self, before: Order | None, after: Order | None) -> None:
+        if after is None:
+            return
+        affected: set[Client] = set(self.watchers.get(f"order:{after.id}", ()))
+        affected.update(self.watchers.get(f"restaurant:{after.restaurant_id}", ()))
+        for courier_id in {before.courier_id if before else None, after.courier_id}:
+            if courier_id is not None:
+                affected.update(self.watchers.get(f"courier:{courier_id}", ()))
+        self._recompute_clients(affected)
+
+    def retained_orders(self) -> set[str]:
+        """Orders some client's channel depends on; the rest may leave the cache."""
+        keep: set[str] = set()
+        for channel in self.watchers:
+            kind, _, entity_id = channel.partition(":")
+            if kind == "order":
+                keep.add(entity_id)
+            elif kind == "restaurant":
+                keep.update(o.id for o in self.orders.restaurant_open(entity_id))
+            elif kind == "courier":
+                keep.update(o.id for o in self.orders.courier_active(entity_id))
+        return keep
+
+    # --- relaying ---------------------------------------------------------------------------
+    async def on_message(self, topic: str, payload: bytes, received: float) -> None:
+        try:
+            parsed = self.decoder.parse_topic(topic)
+        except TopicError as exc:
+            self.metrics.mqtt_invalid.labels(exc.code).inc()
+            return
+        kind = parsed.kind
+        self.metrics.mqtt_messages.labels(kind.value).inc()
+        try:
+            if parsed.from_device:
+                self._relay_device(topic, payload, received)
+            elif kind is TopicKind.ORDER_STATUS:
+                await self._relay_status(parsed.entity_id, payload, received)
+            elif kind is TopicKind.ASSIGNMENTS:
+                await self._relay_assignment(parsed.entity_id, payload, received)
+            elif kind is TopicKind.ALERTS:
+                self._relay_emergency(parse_alert(parsed.entity_id, payload), received)
+        except InvalidPayload as exc:
+            self.metrics.mqtt_invalid.labels(exc.reason).inc()
+            log.debug("not relayed: %s on %s", exc, topic)
+
+    def _relay_device(self, topic: str, payload: bytes, received: float) -> None:
+        # The same validation as ingest: the bridge relays exactly what gets stored.
+        decoded = self.decoder.decode(topic, payload, received_at=time.time())
+        for rejection in decoded.rejections:
+            self.metrics.mqtt_invalid.labels(rejection.code).inc()
+        if decoded.fixes:
+            newest = max(decoded.fixes, key=lambda fix: fix.fix_time)
+            self._relay_fix(position(newest), received)
+        for event in decoded.events:
+            if isinstance(event, PresenceEvent):
+                self._relay_presence(presence_frame(event), received)
+            elif isinstance(event, EmergencyEvent):
+                self._relay_emergency(emergency_frame(event), received)
+            # A courier's delivery report is relayed once the workflow applied it (order
+            # status topic); geofence transitions are not part of the browser protocol.
+
+    def _relay_fix(self, fix: Fix, received: float) -> None:
+        key = fix.key
+        last = self.last_fix.get(key)
+        if last is not None and fix.ts <= last.ts:
+            # A duplicate (overlapping subscriptions) or an old buffered fix: not live news.
+            self.metrics.dropped.labels("stale_position").inc()
+            return
+        self.last_fix[key] = fix
+        item = fix.item()
+        if self.fleet:
+            if not self._pending_fleet:
+                self._pending_fleet_received = received
+            elif key in self._pending_fleet:
+                self.metrics.coalesced.inc()
+            self._pending_fleet[key] = item
+        if fix.kind == "courier":
+            followers = self.followers.get(fix.id)
+            if followers:
+                frame = encode({"type": "location", **item, "sent": now()})
+                for client in followers:
+                    client.push_position(key, frame, received)
+
+    def flush_fleet(self) -> None:
+        """Send the firehose's pending positions as one `locations` frame to every admin."""
+        if not self._pending_fleet:
+            return
+        items = self._pending_fleet
+        self._pending_fleet = {}
+        if not self.fleet:
+            return
+        frame = encode({"type": "locations", "items": list(items.values()), "sent": now()})
+        batch = FleetBatch(items, frame, self._pending_fleet_received)
+        for client in self.fleet:
+            client.push_fleet(batch)
+
+    def _push(self, clients: Iterable[Client], frame: dict[str, Any], received: float) -> None:
+        frame["sent"] = now()
+        text = encode(frame)
+        for client in clients:
+            client.push_event(text, received)
+
+    def _relay_presence(self, frame: dict[str, Any], received: float) -> None:
+        courier_id = frame["id"]
+        self.presence[courier_id] = frame
+        recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
+        if recipients:
+            self._push(recipients, dict(frame), received)
+
+    def _relay_emergency(self, frame: dict[str, Any], received: float) -> None:
+        # Every admin socket, subscribed to anything or not.
+        if self.admins:
+            self._push(self.admins, frame, received)
+
+    async def _relay_assignment(self, courier_id: str, payload: bytes, received: float) -> None:
+        event = parse_assignment(courier_id, payload)
+        before, after = self.orders.apply_assignment(event)
+        if after is None and self.watchers.get(f"courier:{courier_id}"):
+            # A new order for a watched courier: learn it, so its status reaches them.
+            await self.orders.load(event.order_id, refresh=True)
+            after = self.orders.get(event.order_id)
+        self._order_changed(before, after)
+        recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
+        if recipients:
+            self._push(recipients, event.frame(), received)
+
+    async def _relay_status(self, order_id: str, payload: bytes, received: float) -> None:
+        event = parse_status(order_id, payload)
+        before, after = self.orders.apply_status(event)
+        restaurant_id = after.restaurant_id if after else event.restaurant_id
+        if after is None and restaurant_id is None and self._restaurant_watched():
+            loaded = await self.orders.load(order_id, refresh=True)
+            restaurant_id = loaded.restaurant_id if loaded else None
+            after = loaded
+        elif (
+            after is None
+            and restaurant_id is not None
+            and self.watchers.get(f"restaurant:{restaurant_id}")
+        ):
+            # A new order of a watched restaurant.
+            after = await self.orders.load(order_id, refresh=True)
+        self._order_changed(before, after)
+        recipients = set(self.fleet)
+        order_watchers = self.watchers.get(f"order:{order_id}", set())
+        if after is not None:
+            # A courier's order:<id> ends with a reassignment to someone else.
+            order_watchers = {c for c in order_watchers if self._owns(c, after)}
+        recipients.update(order_watchers)
+        if restaurant_id is not None:
+            recipients.update(self.watchers.get(f"restaurant:{restaurant_id}", ()))
+        courier_id = after.courier_id if after else event.courier_id
+        if courier_id is not None:
+            recipients.update(
+                c
+                for c in self.watchers.get(f"courier:{courier_id}", ())
+                if c.principal is not None
+                and (c.principal.role == "admin" or c.principal.courier_id == courier_id)
+            )
+        if recipients:
+            self._push(recipients, event.frame(), received)
+
+    def _restaurant_watched(self) -> bool:
+        return any(channel.startswith("restaurant:") for channel in self.watchers)
+
+    # --- background duties ------------------------------------------------------------------
+    async def run_fleet_batcher(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.flush_fleet()
+
+    async def run_catch_up(self) -> None:
+        """Send a client that starts following a courier mid-stream its last known position."""
+        while True:
+            client, courier_id = await self._catch_up.get()
+            key: Key = ("location", courier_id)
+            await self.subscriptions.wait_active([key], within_s=self._subscribe_timeout_s)
+            if client not in self.followers.get(courier_id, ()):
+                continue
+            try:
+                items = await self.snapshots.positions([courier_id], self.last_fix)
+            except Exception:
+                log.exception("last position of %s unavailable", courier_id)
+                continue
+            for item in items:
+                if client in self.followers.get(courier_id, ()):
+                    frame = encode({"type": "location", **item, "sent": now()})
+                    client.push_position(f"courier:{courier_id}", frame, 0.0)
+
+    async def run_loop_lag_probe(self, interval_s: float = 0.1) -> None:
+        while True:
+            started = time.monotonic()
+            await asyncio.sleep(interval_s)
+            lag = time.monotonic() - started - interval_s
+            self.metrics.loop_lag.observe(lag)
+            self.metrics.loop_lag_peak = max(self.metrics.loop_lag_peak, lag)
+
+    async def run_cache_sweeper(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            started = time.monotonic()
+            self.orders.evict(self.retained_orders())
+            log.debug("order cache swept in %.1f ms", (time.monotonic() - started) * 1000)

@@ -1,0 +1,90 @@
+"""What a page needs to draw at once: last known positions and presence."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from bridge.events import Fix
+
+
+class Snapshots:
+    def __init__(self, pool: AsyncConnectionPool[Any], *, fleet_limit: int = 50_000) -> None:
+        self._pool = pool
+        self._fleet_limit = fleet_limit
+
+    async def _last_positions(self, where: str, params: tuple[object, ...]) -> list[Fix]:
+        query = (
+            "SELECT source_kind, source_id, fix_time, lat, lon, speed, heading "
+            f"FROM last_positions WHERE {where} LIMIT {self._fleet_limit}"
+        )
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return [
+                Fix(
+                    row["source_kind"],
+                    row["source_id"],
+                    row["lat"],
+                    row["lon"],
+                    row["fix_time"].timestamp(),
+                    row["speed"],
+                    row["heading"],
+                )
+                for row in await cur.fetchall()
+            ]
+
+    async def _open_orders(self) -> list[dict[str, Any]]:
+        """Every order not finished yet, for the admin's fleet snapshot."""
+        query = (
+            "SELECT id, status, courier_id, eta, updated_at FROM orders "
+            "WHERE status NOT IN ('delivered', 'cancelled') "
+            f"ORDER BY updated_at DESC LIMIT {self._fleet_limit}"
+        )
+        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query)
+            return [
+                {
+                    "order": row["id"],
+                    "status": row["status"],
+                    "courier_id": row["courier_id"],
+                    "eta": None if row["eta"] is None else row["eta"].isoformat(),
+                    "ts": row["updated_at"].timestamp(),
+                }
+                for row in await cur.fetchall()
+            ]
+
+    @staticmethod
+    def _newest(stored: list[Fix], relayed: Mapping[str, Fix], keys: Collection[str]) -> list[Fix]:
+        newest: dict[str, Fix] = {fix.key: fix for fix in stored}
+        for key in keys:
+            fix = relayed.get(key)
+            if fix is not None and (key not in newest or fix.ts > newest[key].ts):
+                newest[key] = fix
+        return list(newest.values())
+
+    async def positions(
+        self, couriers: Collection[str], relayed: Mapping[str, Fix]
+    ) -> list[dict[str, Any]]:
+        """The last known position of each courier: the newer of the stored one (ingest)
+        and the last one this bridge relayed."""
+        if not couriers:
+            return []
+        stored = await self._last_positions(
+            "source_kind = 'courier' AND source_id = ANY(%s)", (list(couriers),)
+        )
+        keys = [f"courier:{c}" for c in couriers]
+        return [fix.item() for fix in self._newest(stored, relayed, keys)]
+
+    async def fleet(
+        self, relayed: Mapping[str, Fix], presence: Mapping[str, dict[str, Any]]
+    ) -> dict[str, Any]:
+        stored = await self._last_positions("true", ())
+        fixes = self._newest(stored, relayed, list(relayed))
+        return {
+            "orders": await self._open_orders(),
+            "locations": [fix.item() for fix in fixes],
+            "presence": list(presence.values()),
+        }

@@ -1,0 +1,217 @@
+"""Writing one batch of decoded messages to TimescaleDB in one transaction.
+
+Positions go in with binary COPY. COPY cannot skip the rows a redelivery repeats, so the
+batch is first tried as a plain COPY inside a savepoint (the common case: no duplicates,
+~2x the speed of staging); on a unique violation the savepoint is rolled back and the batch
+goes through a temporary staging table and ``INSERT ... ON CONFLICT DO NOTHING``.
+bench/dedup measures the alternatives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import msgspec
+import psycopg
+from psycopg import errors
+
+from protocol import EmergencyEvent, Event, Fix
+
+POSITION_COLUMNS = (
+    "source_kind, source_id, fix_time, lat, lon, speed, heading, accuracy, altitude, battery, "
+    "received_at"
+)
+POSITION_TYPES = [
+    "text",
+    "text",
+    "timestamptz",
+    "float8",
+    "float8",
+    "float4",
+    "float4",
+    "float4",
+    "float4",
+    "float4",
+    "timestamptz",
+]
+COPY_POSITIONS = f"COPY positions ({POSITION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+COPY_STAGE = f"COPY positions_stage ({POSITION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+CREATE_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS positions_stage
+    (LIKE positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
+"""
+INSERT_FROM_STAGE = f"""
+INSERT INTO positions ({POSITION_COLUMNS})
+SELECT {POSITION_COLUMNS} FROM positions_stage
+ON CONFLICT (source_kind, source_id, fix_time) DO NOTHING
+"""
+# One row per source, sorted, so two workers lock last_positions rows in the same order.
+UPSERT_LAST_POSITIONS = f"""
+INSERT INTO last_positions AS lp ({POSITION_COLUMNS})
+SELECT * FROM unnest(
+    %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float4[],
+    %s::float4[], %s::float4[], %s::float4[], %s::float4[], %s::timestamptz[]
+)
+ON CONFLICT (source_kind, source_id) DO UPDATE SET
+    fix_time = excluded.fix_time, lat = excluded.lat, lon = excluded.lon,
+    speed = excluded.speed, heading = excluded.heading, accuracy = excluded.accuracy,
+    altitude = excluded.altitude, battery = excluded.battery,
+    received_at = excluded.received_at
+WHERE lp.fix_time < excluded.fix_time
+"""
+INSERT_EVENT = """
+INSERT INTO events
+    (event_time, kind, source_kind, source_id, order_id, payload, dedup_key, received_at)
+VALUES (%s, %s, 'courier', %s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (dedup_key, event_time) DO NOTHING
+"""
+INSERT_ALERT = """
+INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
+VALUES (%s, %s, %s, %s, %s)
+ON CONFLICT (courier_id, raised_at) DO NOTHING
+"""
+INSERT_DEAD_LETTER = """
+INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (%s, %s, %s, %s)
+"""
+
+PositionRow = tuple[
+    str,
+    str,
+    datetime,
+    float,
+    float,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    datetime,
+]
+
+
+@dataclass(slots=True)
+class BatchRows:
+    """What one batch stores. Positions are keyed by (kind, id, time): a fix repeated
+    inside the batch is counted as a duplicate here and sent once."""
+
+    positions: dict[tuple[str, str, datetime], PositionRow] = field(default_factory=dict)
+    events: list[tuple[Event, datetime]] = field(default_factory=list)
+    dead_letters: list[tuple[datetime, str, bytes, str]] = field(default_factory=list)
+    duplicates: int = 0
+
+    def add_fixes(self, fixes: Iterable[Fix], received_at: datetime) -> None:
+        positions = self.positions
+        for fix in fixes:
+            key = (fix.source_kind, fix.source_id, fix.fix_time)
+            if key in positions:
+                self.duplicates += 1
+                continue
+            positions[key] = (
+                fix.source_kind,
+                fix.source_id,
+                fix.fix_time,
+                fix.lat,
+                fix.lon,
+                fix.speed,
+                fix.heading,
+                fix.accuracy,
+                fix.altitude,
+                fix.battery,
+                received_at,
+            )
+
+
+@dataclass(slots=True)
+class WriteResult:
+    positions: int = 0
+    duplicates: int = 0
+    events: int = 0
+    dead_letters: int = 0
+    used_staging: bool = False
+
+
+class BatchStore:
+    """Writes BatchRows over one connection; the caller owns retries and reconnects."""
+
+    def __init__(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> None:
+        self.conn = conn
+
+    async def write(self, rows: BatchRows) -> WriteResult:
+        """One transaction: positions, last positions, events, dead letters, commit."""
+        result = WriteResult(duplicates=rows.duplicates)
+        async with self.conn.transaction():
+            if rows.positions:
+                values = list(rows.positions.values())
+                inserted, result.used_staging = await self._insert_positions(values)
+                result.positions = inserted
+                result.duplicates += len(values) - inserted
+                await self._upsert_last_positions(values)
+            if rows.events:
+                result.events = await self._insert_events(rows.events)
+            if rows.dead_letters:
+                async with self.conn.cursor() as cur:
+                    await cur.executemany(INSERT_DEAD_LETTER, rows.dead_letters)
+                result.dead_letters = len(rows.dead_letters)
+        return result
+
+    async def _insert_positions(self, values: Sequence[PositionRow]) -> tuple[int, bool]:
+        try:
+            async with (
+                self.conn.transaction(),
+                self.conn.cursor() as cur,
+                cur.copy(COPY_POSITIONS) as copy,
+            ):
+                copy.set_types(POSITION_TYPES)
+                for row in values:
+                    await copy.write_row(row)
+            return len(values), False
+        except errors.UniqueViolation:
+            pass
+        async with self.conn.cursor() as cur:
+            await cur.execute(CREATE_STAGE)
+            async with cur.copy(COPY_STAGE) as copy:
+                copy.set_types(POSITION_TYPES)
+                for row in values:
+                    await copy.write_row(row)
+            await cur.execute(INSERT_FROM_STAGE)
+            inserted = cur.rowcount
+            await cur.execute("TRUNCATE positions_stage")
+        return inserted, True
+
+    async def _upsert_last_positions(self, values: Sequence[PositionRow]) -> None:
+        newest: dict[tuple[str, str], PositionRow] = {}
+        for row in values:
+            key = (row[0], row[1])
+            current = newest.get(key)
+            if current is None or row[2] > current[2]:
+                newest[key] = row
+        ordered = [newest[key] for key in sorted(newest)]
+        columns = [list(column) for column in zip(*ordered, strict=True)]
+        await self.conn.execute(UPSERT_LAST_POSITIONS, columns)
+
+    async def _insert_events(self, events: Sequence[tuple[Event, datetime]]) -> int:
+        stored = 0
+        async with self.conn.cursor() as cur:
+            for event, received_at in events:
+                order_id = getattr(event, "order_id", None)
+                await cur.execute(
+                    INSERT_EVENT,
+                    (
+                        event.time,
+                        event.kind,
+                        event.courier_id,
+                        order_id,
+                        msgspec.json.encode(event).decode(),
+                        event.dedup_key,
+                        received_at,
+                    ),
+                )
+                stored += cur.rowcount
+                if isinstance(event, EmergencyEvent):
+                    await cur.execute(
+                        INSERT_ALERT,
+                        (event.courier_id, event.time, event.lat, event.lon, event.message),
+                    )
+        return stored

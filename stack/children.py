@@ -1,0 +1,80 @@
+"""The fleetpulse processes `make run` supervises beside the servers (ingest, later bridge, api).
+
+Each runs as `python -m <module>` in its own session (so Ctrl-C reaches only the supervisor,
+which stops them in order), with its output in `<data_dir>/log/<name>.log`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from config import Settings
+
+
+@dataclass
+class ChildProcess:
+    name: str
+    module: str
+    log_path: Path
+    pid_file: Path
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=os.environ.copy(),
+            )
+        self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        self.pid_file.write_text(f"{self._process.pid}\n")
+
+    def exit_status(self) -> int | None:
+        """The exit status once it has exited; None while it runs (or was never started)."""
+        return self._process.poll() if self._process is not None else None
+
+    def stop(self, *, timeout: float) -> int | None:
+        """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit status."""
+        if self._process is None:
+            return None
+        process = self._process
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.pid_file.unlink(missing_ok=True)
+        return process.returncode
+
+
+def fleet_processes(settings: Settings) -> list[ChildProcess]:
+    """What `make run` starts after the servers and migrations, in start order.
+
+    Add the bridge and the API here; they are stopped in reverse order, before the servers."""
+    log_dir, run_dir = settings.data_dir / "log", settings.data_dir / "run"
+    return [
+        ChildProcess("ingest", "ingest", log_dir / "ingest.log", run_dir / "ingest.pid"),
+        ChildProcess("bridge", "bridge", log_dir / "bridge.log", run_dir / "bridge.pid"),
+    ]
+
+
+def stop_timeout(settings: Settings) -> float:
+    """How long a child may take to drain before it is killed."""
+    return max(settings.ingest_drain_timeout_s, settings.bridge_drain_timeout_s) + 10

@@ -1,0 +1,236 @@
+"""Ingest under faults: kill -9, PostgreSQL down, broker restart, two workers sharing a stream.
+
+Everything is real: the worker is `python -m ingest`, publishers are mosquitto_pub (or paho,
+where the test needs to know which messages the broker acknowledged), and the counting
+happens at the receiving end, in the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from tests.ingest_harness import (
+    LinePublisher,
+    Worker,
+    count_rows,
+    fix_lines,
+    positions_of,
+    running_worker,
+    wait_until,
+)
+from tests.services import Services, running_services
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_nothing_and_doubles_nothing(
+    services: Services, unique: str
+) -> None:
+    source = f"k{unique}"
+    total = 20_000
+    lines = fix_lines(total, start=time.time() - 7200, step=0.01)
+    worker = Worker(services, group=f"g{unique}").start()
+    publisher = LinePublisher(services, f"fleet/vehicles/{source}/location")
+    try:
+        publisher.send(lines[: total // 2])
+        wait_until(lambda: positions_of(services.dsn, source) >= 1000, timeout=60, what="1000 rows")
+        worker.kill()  # SIGKILL, in the middle of the stream
+        at_kill = positions_of(services.dsn, source)
+        assert at_kill < total
+        publisher.send(lines[total // 2 :])  # queued by the broker for the dead worker
+        restarted = Worker(services, group=f"g{unique}", client_id=worker.client_id).start()
+        try:
+            wait_until(
+                lambda: positions_of(services.dsn, source) >= total,
+                timeout=120,
+                what=f"{total} rows after the restart",
+            )
+            time.sleep(1.0)  # late redeliveries would show up as extra rows now
+            assert positions_of(services.dsn, source) == total
+            assert (
+                count_rows(
+                    services.dsn,
+                    "SELECT count(DISTINCT fix_time) FROM positions WHERE source_id = %s",
+                    (source,),
+                )
+                == total
+            )
+            assert restarted.alive()
+        finally:
+            restarted.close()
+    finally:
+        publisher.close()
+        worker.close()
+
+
+@pytest.mark.slow
+def test_postgres_down_for_5_seconds_loses_nothing_and_the_worker_survives() -> None:
+    with running_services() as services:
+        source = f"pg{uuid.uuid4().hex[:8]}"
+        total = 12_000
+        lines = fix_lines(total, start=time.time() - 7200, step=0.01)
+        with running_worker(services, group="pgdown") as worker:
+            publisher = LinePublisher(services, f"fleet/vehicles/{source}/location")
+            try:
+                sent = 0
+                chunk = 400
+
+                def send_chunk() -> None:
+                    nonlocal sent
+                    publisher.send(lines[sent : sent + chunk])
+                    sent += chunk
+
+                while positions_of(services.dsn, source) < 2000:
+                    send_chunk()
+                    time.sleep(0.1)
+                services.postgres.stop()
+                outage_ends = time.monotonic() + 5
+                while time.monotonic() < outage_ends:
+                    if sent < total:
+                        send_chunk()
+                    assert worker.alive()
+                    time.sleep(0.1)
+                services.postgres.start()
+                while sent < total:
+                    send_chunk()
+                    time.sleep(0.05)
+                wait_until(
+                    lambda: positions_of(services.dsn, source) == total,
+                    timeout=90,
+                    what=f"all {total} rows after PostgreSQL came back",
+                )
+                assert worker.alive()
+                assert (
+                    worker.metric("fleetpulse_ingest_database_errors_total", 'kind="unavailable"')
+                    >= 1
+                )
+                assert "database unavailable" in worker.log()
+            finally:
+                publisher.close()
+
+
+class AckTrackingPublisher:
+    """A paho QoS 1 publisher that knows which messages the broker acknowledged.
+
+    Outstanding publishes are capped (paho overwrites in-flight messages past 65,535)."""
+
+    def __init__(self, services: Services, topic: str) -> None:
+        self.topic = topic
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"acked-{uuid.uuid4().hex[:8]}",
+            protocol=MQTTProtocolVersion.MQTTv5,
+        )
+        self.window = threading.BoundedSemaphore(200)
+        self.client.on_publish = self._on_publish
+        self.sent: list[tuple[int, mqtt.MQTTMessageInfo]] = []
+        loadgen = services.credentials("loadgen")
+        self.client.username_pw_set(loadgen.username, loadgen.password)
+        self.client.connect(services.mosquitto.host, services.mosquitto.port)
+        self.client.loop_start()
+
+    def _on_publish(self, *_args: object) -> None:
+        with contextlib.suppress(ValueError):
+            self.window.release()
+
+    def publish(self, index: int, payload: str) -> None:
+        self.window.acquire(timeout=2)
+        self.sent.append((index, self.client.publish(self.topic, payload, qos=1)))
+
+    def acknowledged(self) -> set[int]:
+        return {index for index, info in self.sent if info.is_published()}
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.mark.slow
+def test_broker_restart_loses_nothing_the_broker_acknowledged() -> None:
+    with running_services() as services:
+        source = f"br{uuid.uuid4().hex[:8]}"
+        start = time.time() - 7200
+        total = 6000
+        with running_worker(services, group="brokerrestart") as worker:
+            publisher = AckTrackingPublisher(services, f"fleet/vehicles/{source}/location")
+            try:
+                for index in range(total):
+                    publisher.publish(index, f'{{"lat":1,"lon":2,"ts":{start + index:.0f}}}')
+                    if index == total // 3:
+                        services.mosquitto.stop()  # clean stop: persistence saved
+                        services.mosquitto.start()
+                    if index % 100 == 0:
+                        time.sleep(0.05)
+                wait_until(
+                    lambda: len(publisher.acknowledged()) > total // 2,
+                    timeout=30,
+                    what="acks after the restart",
+                )
+                acknowledged = publisher.acknowledged()
+                assert max(acknowledged) > total // 2  # the stream went on after the restart
+
+                def stored() -> set[int]:
+                    with psycopg.connect(services.dsn) as conn:
+                        rows = conn.execute(
+                            "SELECT fix_time FROM positions WHERE source_id = %s", (source,)
+                        ).fetchall()
+                    return {round(row[0].timestamp() - start) for row in rows}
+
+                wait_until(
+                    lambda: acknowledged <= stored(),
+                    timeout=60,
+                    what="every acknowledged fix in the database",
+                )
+                assert worker.alive()
+                assert worker.log().count("subscribed to") >= 2  # it reconnected
+            finally:
+                publisher.close()
+
+
+def test_two_workers_share_the_stream_and_store_each_message_once(
+    services: Services, unique: str
+) -> None:
+    group = f"g{unique}"
+    sources = [f"s{unique}a", f"s{unique}b"]
+    per_source = 3000
+    with (
+        running_worker(services, group=group) as first,
+        running_worker(services, group=group) as second,
+    ):
+        publishers = [
+            LinePublisher(services, f"fleet/vehicles/{source}/location") for source in sources
+        ]
+        try:
+            start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
+            for publisher in publishers:
+                publisher.send(fix_lines(per_source, start=start, step=0.01))
+            wait_until(
+                lambda: sum(positions_of(services.dsn, s) for s in sources) == 2 * per_source,
+                timeout=60,
+                what="all rows",
+            )
+            time.sleep(0.5)
+            assert sum(positions_of(services.dsn, s) for s in sources) == 2 * per_source
+            stored = [
+                w.metric("fleetpulse_ingest_rows_stored_total", 'table="positions"')
+                for w in (first, second)
+            ]
+            received = [
+                w.metric("fleetpulse_ingest_messages_received_total") for w in (first, second)
+            ]
+            assert all(count > 0 for count in stored), stored  # both took part
+            assert sum(stored) == 2 * per_source  # each message stored once ...
+            assert sum(received) == 2 * per_source  # ... and delivered to one worker only
+            for w in (first, second):
+                assert w.metric("fleetpulse_ingest_duplicates_total", 'table="positions"') == 0
+        finally:
+            for publisher in publishers:
+                publisher.close()
