@@ -74,6 +74,20 @@ class Settings(BaseSettings):
     # Batches written at once, each on its own connection; acks stay in arrival order.
     ingest_db_connections: int = Field(default=2, ge=1, le=16)
 
+    # REST API.
+    api_host: str = "127.0.0.1"
+    api_db_pool_size: int = Field(default=10, ge=1, le=200)
+    api_drain_timeout_s: float = Field(default=10.0, gt=0)
+    # A courier without a fix or presence message for this long counts as offline.
+    presence_timeout_s: float = Field(default=120.0, gt=0)
+    # An active order's ETA is recomputed from new fixes at most this often.
+    eta_interval_s: float = Field(default=5.0, gt=0)
+    eta_default_speed_mps: float = Field(default=5.0, gt=0, le=60)
+    eta_detour_factor: float = Field(default=1.3, ge=1, le=5)
+    # Fixes older than this are dropped, whole chunks at a time.
+    positions_retention_days: float = Field(default=90.0, gt=0)
+    retention_interval_s: float = Field(default=3600.0, gt=0)
+
     # Auth (the bridge and the API). Unset auth_mode means local in the local environment and
     # firebase in production.
     auth_mode: Literal["local", "firebase"] | None = None

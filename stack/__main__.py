@@ -80,6 +80,7 @@ def up(settings: Settings) -> int:
                 f"{settings.ingest_metrics_port}/metrics"
             )
         say(f"bridge:       ws://{settings.bridge_host}:{settings.bridge_port}/ws")
+        say(f"REST API:     http://{settings.api_host}:{settings.api_port} (docs at /docs)")
         say(f"logs:         {settings.data_dir / 'log'}")
         say("running; Ctrl-C or `make stop` stops it")
         status = 0

@@ -14,6 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from broker.accounts import ServiceAccount, process_environment
 from config import Settings
 
 
@@ -23,6 +24,10 @@ class ChildProcess:
     module: str
     log_path: Path
     pid_file: Path
+    # The MQTT service account the child connects with, read from the local secrets file
+    # (its username and password; for the api also the dynamic-security admin).
+    account: ServiceAccount | None = None
+    data_dir: Path | None = None
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -31,6 +36,10 @@ class ChildProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = os.environ.copy()
+        if self.account is not None and self.data_dir is not None:
+            for key, value in process_environment(self.data_dir, self.account).items():
+                env.setdefault(key, value)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [sys.executable, "-m", self.module],
@@ -38,7 +47,7 @@ class ChildProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                env=os.environ.copy(),
+                env=env,
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{self._process.pid}\n")
@@ -70,11 +79,40 @@ def fleet_processes(settings: Settings) -> list[ChildProcess]:
     Add the bridge and the API here; they are stopped in reverse order, before the servers."""
     log_dir, run_dir = settings.data_dir / "log", settings.data_dir / "run"
     return [
-        ChildProcess("ingest", "ingest", log_dir / "ingest.log", run_dir / "ingest.pid"),
-        ChildProcess("bridge", "bridge", log_dir / "bridge.log", run_dir / "bridge.pid"),
+        ChildProcess(
+            "ingest",
+            "ingest",
+            log_dir / "ingest.log",
+            run_dir / "ingest.pid",
+            account="ingest",
+            data_dir=settings.data_dir,
+        ),
+        ChildProcess(
+            "bridge",
+            "bridge",
+            log_dir / "bridge.log",
+            run_dir / "bridge.pid",
+            account="bridge",
+            data_dir=settings.data_dir,
+        ),
+        ChildProcess(
+            "api",
+            "api",
+            log_dir / "api.log",
+            run_dir / "api.pid",
+            account="api",
+            data_dir=settings.data_dir,
+        ),
     ]
 
 
 def stop_timeout(settings: Settings) -> float:
     """How long a child may take to drain before it is killed."""
-    return max(settings.ingest_drain_timeout_s, settings.bridge_drain_timeout_s) + 10
+    return (
+        max(
+            settings.ingest_drain_timeout_s,
+            settings.bridge_drain_timeout_s,
+            settings.api_drain_timeout_s,
+        )
+        + 10
+    )

@@ -103,9 +103,10 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         "FLEETPULSE_MQTT_TLS_PORT": str(free_port()),
         "FLEETPULSE_MQTT_TLS_HOST": "127.0.0.1",
         "FLEETPULSE_POSTGRES_PORT": str(free_port()),
-        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
         "FLEETPULSE_INGEST_METRICS_PORT": str(free_port()),
         "FLEETPULSE_INGEST_CLIENT_ID": "stack-cli-test",
+        "FLEETPULSE_BRIDGE_PORT": str(free_port()),
+        "FLEETPULSE_API_PORT": str(free_port()),
     }
     env.pop("FLEETPULSE_DATABASE_URL", None)
     command = [sys.executable, "-m", "stack"]
@@ -117,10 +118,10 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         output = "".join(lines)
         assert f"mqtt://127.0.0.1:{env['FLEETPULSE_MQTT_PORT']}" in output
         assert f"127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse" in output
-        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
         assert "ingest: started" in output
 
         # The supervised ingest worker stores what a device publishes.
+        loadgen = load_service_credentials(tmp_path / "var", "loadgen")
         dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
         loadgen = load_service_credentials(Path(env["FLEETPULSE_DATA_DIR"]), "loadgen")
         deadline = time.monotonic() + 30
@@ -151,6 +152,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
                 ).fetchone()
             stored = row[0] if row else 0
         assert stored > 0
+        assert f"ws://127.0.0.1:{env['FLEETPULSE_BRIDGE_PORT']}/ws" in output
+        assert f"http://127.0.0.1:{env['FLEETPULSE_API_PORT']}" in output
 
         second = subprocess.run(
             [*command, "up"],
@@ -174,8 +177,8 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
             timeout=30,
             check=False,
         )
-        # Mosquitto, PostgreSQL, ingest and the bridge.
-        assert status.stdout.count("up, pid") == 4, status.stdout
+        # Mosquitto, PostgreSQL, ingest, the bridge and the api.
+        assert status.stdout.count("up, pid") == 5, status.stdout
 
         down = subprocess.run(
             [*command, "down"],

@@ -1,0 +1,364 @@
+"""Orders: creation, visibility by role (someone else's order is 404), assignment, the
+status workflow (single and batch) and each order's event history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from psycopg.rows import dict_row
+
+from api.errors import ERROR_RESPONSES, Conflict, Forbidden, InvalidTransition, NotFound
+from api.events import publish_assignment, publish_order_event
+from api.schemas import (
+    AssignmentIn,
+    BatchStatusIn,
+    BatchStatusOut,
+    BatchStatusResult,
+    Order,
+    OrderEvent,
+    OrderEventList,
+    OrderIn,
+    OrderList,
+    OrderStatus,
+    Point,
+    StatusIn,
+)
+from api.security import CurrentPrincipal, actor_of, require
+from api.state import ApiState, State
+from workflow import (
+    ASSIGNABLE,
+    ActorNotAllowedError,
+    OrderNotFoundError,
+    Status,
+    StatusChange,
+    TransitionError,
+    allowed_next_for,
+    apply_status,
+    compute_eta,
+    load_order,
+)
+from workflow.orders import ORDER_COLUMNS, Actor, record_assignment_event
+
+router = APIRouter(responses=ERROR_RESPONSES, tags=["orders"])
+
+OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def order_out(row: dict[str, Any], actor: Actor) -> Order:
+    return Order(
+        id=row["id"],
+        restaurant_id=row["restaurant_id"],
+        customer_uid=row["customer_uid"],
+        pickup=Point(lat=row["pickup_lat"], lon=row["pickup_lon"]),
+        dropoff=Point(lat=row["dropoff_lat"], lon=row["dropoff_lon"]),
+        promised_at=row["promised_at"],
+        status=row["status"],
+        courier_id=row["courier_id"],
+        eta=row["eta"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        delivered_at=row["delivered_at"],
+        allowed_next=[str(s) for s in allowed_next_for(row["status"], actor.role)],
+    )
+
+
+def _visible_filter(actor: Actor) -> tuple[str, tuple[Any, ...]]:
+    if actor.role == "admin":
+        return "TRUE", ()
+    if actor.role == "courier":
+        return "courier_id = %s", (actor.courier_id or "",)
+    if actor.role == "restaurant":
+        return "restaurant_id = %s", (actor.restaurant_id or "",)
+    return "customer_uid = %s", (actor.uid,)
+
+
+@router.post("/orders", status_code=201)
+async def create_order(body: OrderIn, state: State, principal: CurrentPrincipal) -> Order:
+    """A restaurant creates orders for itself; an admin for any restaurant."""
+    require(principal, "admin", "restaurant")
+    actor = actor_of(principal)
+    if actor.role == "restaurant" and body.restaurant_id != actor.restaurant_id:
+        raise Forbidden("a restaurant may create orders only for itself")
+    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute("SELECT 1 FROM restaurants WHERE id = %s", (body.restaurant_id,))
+        if await cur.fetchone() is None:
+            raise NotFound(f"restaurant {body.restaurant_id!r} not found")
+        await cur.execute(
+            f"""
+            INSERT INTO orders (id, restaurant_id, customer_uid, pickup_lat, pickup_lon,
+                                dropoff_lat, dropoff_lon, promised_at)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {ORDER_COLUMNS}
+            """,
+            (
+                body.id,
+                body.restaurant_id,
+                body.customer_uid,
+                body.pickup.lat,
+                body.pickup.lon,
+                body.dropoff.lat,
+                body.dropoff.lon,
+                body.promised_at,
+            ),
+        )
+        row = await cur.fetchone()
+    assert row is not None
+    return order_out(row, actor)
+
+
+@router.get("/orders")
+async def list_orders(
+    state: State,
+    principal: CurrentPrincipal,
+    status: Annotated[OrderStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> OrderList:
+    """The orders the caller may see: all (admin), their restaurant's, their deliveries
+    (courier) or their own (customer); newest first."""
+    actor = actor_of(principal)
+    where, params = _visible_filter(actor)
+    if status is not None:
+        where += " AND status = %s"
+        params = (*params, status)
+    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where}"
+            " ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
+            (*params, limit, offset),
+        )
+        rows = await cur.fetchall()
+    return OrderList(items=[order_out(r, actor) for r in rows])
+
+
+@router.get("/orders/{order_id}")
+async def get_order(order_id: OrderIdPath, state: State, principal: CurrentPrincipal) -> Order:
+    actor = actor_of(principal)
+    async with state.transaction() as conn:
+        row = await load_order(conn, order_id)
+    if row is None or not actor.may_see(row):
+        raise NotFound(f"order {order_id!r} not found")
+    return order_out(row, actor)
+
+
+@router.get("/orders/{order_id}/events")
+async def order_events(
+    order_id: OrderIdPath, state: State, principal: CurrentPrincipal
+) -> OrderEventList:
+    """The order's history: assignments, status changes (with actor, time and note) and
+    rejected courier reports."""
+    actor = actor_of(principal)
+    async with state.transaction() as conn:
+        row = await load_order(conn, order_id)
+        if row is None or not actor.may_see(row):
+            raise NotFound(f"order {order_id!r} not found")
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(
+                """
+                SELECT event_time AS time, kind, source_kind, source_id, payload FROM events
+                WHERE order_id = %s ORDER BY event_time, received_at
+                """,
+                (order_id,),
+            )
+            rows = await cur.fetchall()
+    return OrderEventList(items=[OrderEvent(**r) for r in rows])
+
+
+@router.post("/orders/{order_id}/assignment")
+async def assign_order(
+    order_id: OrderIdPath, body: AssignmentIn, state: State, principal: CurrentPrincipal
+) -> Order:
+    """Assign or reassign a courier (admin). The courier gets the assignment on
+    `fleet/couriers/{id}/assignments` at QoS 1, a previous courier an unassignment, and the
+    order's status event goes out for the bridge."""
+    require(principal, "admin")
+    actor = actor_of(principal)
+    now = datetime.now(UTC)
+    async with state.transaction() as conn:
+        order = await load_order(conn, order_id, for_update=True)
+        if order is None:
+            raise NotFound(f"order {order_id!r} not found")
+        current = Status(order["status"])
+        if current not in ASSIGNABLE:
+            raise Conflict(f"order {order_id!r} is {current}; a finished order keeps its courier")
+        cur = await conn.execute("SELECT 1 FROM couriers WHERE id = %s", (body.courier_id,))
+        if await cur.fetchone() is None:
+            raise NotFound(f"courier {body.courier_id!r} not found")
+        previous_courier = order["courier_id"]
+        if previous_courier == body.courier_id:
+            return order_out(order, actor)
+        await conn.execute(
+            "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s"
+            " AND unassigned_at IS NULL",
+            (now, order_id),
+        )
+        await conn.execute(
+            "INSERT INTO assignments (order_id, courier_id, assigned_by, assigned_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (order_id, body.courier_id, actor.uid, now),
+        )
+        status = Status.ASSIGNED if current == Status.PENDING else current
+        eta = await compute_eta(
+            conn,
+            order={**order, "status": status, "courier_id": body.courier_id},
+            params=state.eta_params,
+        )
+        async with conn.cursor(row_factory=dict_row) as dcur:
+            await dcur.execute(
+                f"""
+                UPDATE orders SET courier_id = %s, status = %s, eta = %s,
+                    eta_computed_at = now(), updated_at = %s
+                WHERE id = %s RETURNING {ORDER_COLUMNS}
+                """,
+                (body.courier_id, status, eta, now, order_id),
+            )
+            updated = await dcur.fetchone()
+        assert updated is not None
+        await record_assignment_event(
+            conn,
+            order_id=order_id,
+            actor=actor,
+            courier_id=body.courier_id,
+            previous_courier_id=previous_courier,
+            at=now,
+        )
+    prefix = state.settings.topic_prefix
+    if previous_courier is not None:
+        publish_assignment(
+            state.publisher,
+            prefix,
+            updated,
+            courier_id=previous_courier,
+            kind="unassignment",
+            ts=now,
+            reason=f"reassigned to {body.courier_id}",
+        )
+    publish_assignment(
+        state.publisher, prefix, updated, courier_id=body.courier_id, kind="assignment", ts=now
+    )
+    publish_order_event(
+        state.publisher,
+        prefix,
+        updated,
+        event="assignment",
+        previous_status=current,
+        ts=now,
+        actor=actor.uid,
+        previous_courier_id=previous_courier,
+    )
+    return order_out(updated, actor)
+
+
+async def _change_status(
+    state: ApiState, actor: Actor, order_id: str, status: str, note: str
+) -> StatusChange:
+    async with state.transaction() as conn:
+        change = await apply_status(
+            conn,
+            order_id=order_id,
+            target=status,
+            actor=actor,
+            note=note,
+            source="rest",
+            eta_params=state.eta_params,
+        )
+    if change.outcome == "applied":
+        _publish_change(state, change)
+    return change
+
+
+def _publish_change(state: ApiState, change: StatusChange) -> None:
+    prefix = state.settings.topic_prefix
+    assert change.order is not None
+    publish_order_event(
+        state.publisher,
+        prefix,
+        change.order,
+        event="status",
+        previous_status=change.previous,
+        ts=change.at,
+        actor=change.actor.uid,
+        note=change.note,
+    )
+    if change.status == Status.CANCELLED and change.order["courier_id"]:
+        publish_assignment(
+            state.publisher,
+            prefix,
+            change.order,
+            courier_id=change.order["courier_id"],
+            kind="unassignment",
+            ts=change.at,
+            reason="order cancelled",
+        )
+
+
+@router.post("/orders/{order_id}/status")
+async def change_status(
+    order_id: OrderIdPath, body: StatusIn, state: State, principal: CurrentPrincipal
+) -> Order:
+    """Move an order along the workflow: assigned → picked_up → out_for_delivery →
+    delivered, or cancelled before delivery. An invalid move answers 409 with the allowed
+    next states; repeating the current status is harmless. Couriers move only their own
+    orders; restaurants may only cancel, before pickup."""
+    actor = actor_of(principal)
+    try:
+        change = await _change_status(state, actor, order_id, body.status, body.note)
+    except OrderNotFoundError as exc:
+        raise NotFound(str(exc)) from None
+    except TransitionError as exc:
+        allowed = [str(s) for s in allowed_next_for(exc.current, actor.role)]
+        raise InvalidTransition(str(exc), allowed=allowed) from None
+    except ActorNotAllowedError as exc:
+        raise Forbidden(str(exc)) from None
+    assert change.order is not None
+    return order_out(change.order, actor)
+
+
+@router.post("/orders/status-batch")
+async def change_status_batch(
+    body: BatchStatusIn, state: State, principal: CurrentPrincipal
+) -> BatchStatusOut:
+    """Many status changes at once; each item is applied in its own transaction and gets
+    its own result, so one bad item never blocks the others."""
+    actor = actor_of(principal)
+    return BatchStatusOut(
+        results=[
+            await _batch_item(state, actor, item.order_id, item.status, item.note)
+            for item in body.items
+        ]
+    )
+
+
+async def _batch_item(
+    state: ApiState, actor: Actor, order_id: str, status: str, note: str
+) -> BatchStatusResult:
+    try:
+        change = await _change_status(state, actor, order_id, status, note)
+    except OrderNotFoundError as exc:
+        return BatchStatusResult(
+            order_id=order_id, http_status=404, outcome="not_found", message=str(exc)
+        )
+    except TransitionError as exc:
+        return BatchStatusResult(
+            order_id=order_id,
+            http_status=409,
+            outcome="rejected",
+            status=exc.current,
+            message=str(exc),
+            allowed=[str(s) for s in allowed_next_for(exc.current, actor.role)],
+        )
+    except ActorNotAllowedError as exc:
+        return BatchStatusResult(
+            order_id=order_id, http_status=403, outcome="forbidden", message=str(exc)
+        )
+    except (NotFound, Conflict) as exc:
+        return BatchStatusResult(
+            order_id=order_id, http_status=exc.status_code, outcome="rejected", message=str(exc)
+        )
+    return BatchStatusResult(
+        order_id=order_id,
+        http_status=200,
+        outcome=change.outcome,
+        status=change.status,
+    )

@@ -1,0 +1,48 @@
+"""The delivery workflow shared by the API and ingest: status rules, transitions, ETA."""
+
+from workflow.eta import EtaParameters, Fix, estimate_arrival, haversine_m
+from workflow.orders import (
+    Actor,
+    OrderNotFoundError,
+    StatusChange,
+    apply_status,
+    compute_eta,
+    load_order,
+)
+from workflow.rules import (
+    ACTIVE,
+    ASSIGNABLE,
+    TERMINAL,
+    TRANSITIONS,
+    ActorNotAllowedError,
+    Decision,
+    Status,
+    TransitionError,
+    allowed_next,
+    allowed_next_for,
+    decide,
+)
+
+__all__ = [
+    "ACTIVE",
+    "ASSIGNABLE",
+    "TERMINAL",
+    "TRANSITIONS",
+    "Actor",
+    "ActorNotAllowedError",
+    "Decision",
+    "EtaParameters",
+    "Fix",
+    "OrderNotFoundError",
+    "Status",
+    "StatusChange",
+    "TransitionError",
+    "allowed_next",
+    "allowed_next_for",
+    "apply_status",
+    "compute_eta",
+    "decide",
+    "estimate_arrival",
+    "haversine_m",
+    "load_order",
+]

@@ -1,0 +1,281 @@
+"""Applying workflow transitions and ETAs to the database, for the API and ingest alike.
+
+Each function runs inside the caller's transaction; the caller publishes the returned
+change only after it has committed.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from workflow.eta import EtaParameters, Fix, estimate_arrival
+from workflow.rules import (
+    ACTIVE,
+    ActorNotAllowedError,
+    Role,
+    Status,
+    TransitionError,
+    allowed_next_for,
+    decide,
+)
+
+ORDER_COLUMNS = (
+    "id, restaurant_id, customer_uid, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon,"
+    " promised_at, status, courier_id, eta, created_at, updated_at, delivered_at"
+)
+
+
+class OrderNotFoundError(Exception):
+    """No such order, or one the actor may not see (never say which)."""
+
+    def __init__(self, order_id: str) -> None:
+        self.order_id = order_id
+        super().__init__(f"order {order_id!r} not found")
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a change: a role, the user's uid, and the courier/restaurant they are."""
+
+    role: Role
+    uid: str
+    courier_id: str | None = None
+    restaurant_id: str | None = None
+
+    def may_see(self, order: dict[str, Any]) -> bool:
+        if self.role == "admin":
+            return True
+        if self.role == "courier":
+            return self.courier_id is not None and order["courier_id"] == self.courier_id
+        if self.role == "restaurant":
+            return self.restaurant_id is not None and order["restaurant_id"] == self.restaurant_id
+        return bool(order["customer_uid"] == self.uid)
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """The outcome of one requested status change, for the response and the status event.
+
+    `rejected` only comes back with `record_rejection`: the refusal was stored as a
+    `status_rejected` event (commit it), `reason` says why and `allowed` what may come next.
+    """
+
+    order: dict[str, Any] | None
+    previous: Status | None
+    status: Status | None
+    outcome: Literal["applied", "repeat", "rejected"]
+    at: datetime
+    actor: Actor
+    note: str
+    reason: str = ""
+    allowed: tuple[Status, ...] = ()
+
+
+async def load_order(
+    conn: AsyncConnection[Any], order_id: str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s"
+            + (" FOR UPDATE" if for_update else ""),
+            (order_id,),
+        )
+        return await cur.fetchone()
+
+
+async def apply_status(
+    conn: AsyncConnection[Any],
+    *,
+    order_id: str,
+    target: Status | str,
+    actor: Actor,
+    note: str = "",
+    at: datetime | None = None,
+    source: Literal["rest", "mqtt"] = "rest",
+    dedup_key: str | None = None,
+    record_rejection: bool = False,
+    eta_params: EtaParameters | None = None,
+) -> StatusChange:
+    """Validate and apply one status change inside the caller's transaction.
+
+    Raises OrderNotFoundError (unknown, or not the actor's), TransitionError (409, carries
+    the allowed next states) or ActorNotAllowedError. With `record_rejection` (MQTT reports)
+    nothing is raised: a refused change is stored as a `status_rejected` event and returned
+    with outcome `rejected`; the caller commits either way.
+    """
+    when = at or datetime.now(UTC)
+    key = dedup_key or f"{source}:{uuid.uuid4().hex}"
+    order = await load_order(conn, order_id, for_update=True)
+    try:
+        if order is None or not actor.may_see(order):
+            raise OrderNotFoundError(order_id)
+        current = Status(order["status"])
+        decision = decide(current, target, role=actor.role)
+    except (OrderNotFoundError, TransitionError, ActorNotAllowedError) as exc:
+        if not record_rejection:
+            raise
+        known = order is not None and actor.may_see(order)
+        previous = Status(order["status"]) if order is not None and known else None
+        allowed = tuple(allowed_next_for(previous, actor.role)) if previous else ()
+        await _insert_event(
+            conn,
+            kind="status_rejected",
+            at=when,
+            actor=actor,
+            source=source,
+            order_id=order_id,
+            payload={
+                "from": previous,
+                "to": str(target),
+                "note": note,
+                "reason": str(exc),
+                "allowed": list(allowed),
+            },
+            dedup_key=key,
+        )
+        return StatusChange(
+            order if known else None,
+            previous,
+            previous,
+            "rejected",
+            when,
+            actor,
+            note,
+            reason=str(exc),
+            allowed=allowed,
+        )
+    if decision.outcome == "repeat":
+        return StatusChange(order, current, current, "repeat", when, actor, note)
+    wanted = decision.target
+    eta = order["eta"]
+    if wanted in ACTIVE and eta_params is not None:
+        eta = await compute_eta(conn, order={**order, "status": wanted}, params=eta_params)
+    elif wanted not in ACTIVE:
+        eta = None
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(
+            f"""
+            UPDATE orders SET status = %s, eta = %s, eta_computed_at = now(), updated_at = %s,
+                delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END
+            WHERE id = %s RETURNING {ORDER_COLUMNS}
+            """,
+            (wanted, eta, when, wanted, when, order_id),
+        )
+        updated = await cur.fetchone()
+    assert updated is not None
+    if wanted in (Status.DELIVERED, Status.CANCELLED):
+        await conn.execute(
+            "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s"
+            " AND unassigned_at IS NULL",
+            (max(when, datetime.now(UTC)), order_id),
+        )
+    await _insert_event(
+        conn,
+        kind="status",
+        at=when,
+        actor=actor,
+        source=source,
+        order_id=order_id,
+        payload={"from": current, "to": wanted, "note": note, "eta": _iso(eta)},
+        dedup_key=key,
+    )
+    return StatusChange(updated, current, wanted, "applied", when, actor, note)
+
+
+async def record_assignment_event(
+    conn: AsyncConnection[Any],
+    *,
+    order_id: str,
+    actor: Actor,
+    courier_id: str,
+    previous_courier_id: str | None,
+    at: datetime,
+) -> None:
+    await _insert_event(
+        conn,
+        kind="assignment",
+        at=at,
+        actor=actor,
+        source="rest",
+        order_id=order_id,
+        payload={"courier_id": courier_id, "previous_courier_id": previous_courier_id},
+        dedup_key=f"rest:{uuid.uuid4().hex}",
+    )
+
+
+async def _insert_event(
+    conn: AsyncConnection[Any],
+    *,
+    kind: str,
+    at: datetime,
+    actor: Actor,
+    source: str,
+    order_id: str,
+    payload: dict[str, Any],
+    dedup_key: str,
+) -> None:
+    if source == "mqtt" and actor.courier_id:
+        source_kind, source_id = "courier", actor.courier_id
+    else:
+        source_kind, source_id = "user", actor.uid
+    payload = {**payload, "actor": {"role": actor.role, "uid": actor.uid}, "source": source}
+    await conn.execute(
+        """
+        INSERT INTO events (event_time, kind, source_kind, source_id, order_id, payload,
+                            dedup_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+        """,
+        (at, kind, source_kind, source_id, order_id, json.dumps(payload, default=str), dedup_key),
+    )
+
+
+async def compute_eta(
+    conn: AsyncConnection[Any], *, order: dict[str, Any], params: EtaParameters
+) -> datetime | None:
+    """The order's ETA from its courier's last position and recent fixes; None without a
+    courier or without any fix."""
+    status = Status(order["status"])
+    if order["courier_id"] is None or status not in ACTIVE:
+        return None
+    async with conn.cursor() as cur:
+        await cur.execute(
+            """
+            SELECT fix_time, lat, lon, speed FROM last_positions
+            WHERE source_kind = 'courier' AND source_id = %s
+            """,
+            (order["courier_id"],),
+        )
+        last_row = await cur.fetchone()
+        if last_row is None:
+            return None
+        last = Fix(last_row[0], last_row[1], last_row[2], last_row[3])
+        await cur.execute(
+            """
+            SELECT fix_time, lat, lon, speed FROM positions
+            WHERE source_kind = 'courier' AND source_id = %s AND fix_time > %s
+              AND fix_time <= %s
+            ORDER BY fix_time DESC LIMIT 200
+            """,
+            (order["courier_id"], last.time - timedelta(seconds=params.window_s), last.time),
+        )
+        recent = [Fix(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+    return estimate_arrival(
+        last=last,
+        recent=recent,
+        picked_up=status != Status.ASSIGNED,
+        pickup=(order["pickup_lat"], order["pickup_lon"]),
+        dropoff=(order["dropoff_lat"], order["dropoff_lon"]),
+        now=datetime.now(UTC),
+        params=params,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
