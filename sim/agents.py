@@ -18,6 +18,7 @@ class Message:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    fixes: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +133,8 @@ class Courier:
         self.battery = max(5.0, self.battery - dt * 0.0015)
         self._since_fix += dt
         moving = self._speed > 0.5
-        interval = self.realism.moving_fix_interval_s if moving else (
-            self.realism.stopped_fix_interval_s
+        interval = (
+            self.realism.moving_fix_interval_s if moving else (self.realism.stopped_fix_interval_s)
         )
         if self._since_fix >= interval:
             self._since_fix = 0.0
@@ -211,7 +212,7 @@ class Courier:
         if self._dead_zone_left > 0:
             self._buffered.append(body)
         else:
-            out.append(Message(self.location_topic, json.dumps(body).encode()))
+            out.append(Message(self.location_topic, json.dumps(body).encode(), fixes=1))
 
     def _emergency(self, now: float) -> Message:
         body = {
@@ -243,9 +244,11 @@ class Courier:
         self.rng.shuffle(fixes)
         out: list[Message] = []
         if fixes and self.owntracks:
-            out.extend(Message(self.location_topic, json.dumps(fix).encode()) for fix in fixes)
+            out.extend(
+                Message(self.location_topic, json.dumps(fix).encode(), fixes=1) for fix in fixes
+            )
         elif fixes:
-            out.append(Message(self.location_topic, json.dumps(fixes).encode()))
+            out.append(Message(self.location_topic, json.dumps(fixes).encode(), fixes=len(fixes)))
         return out + held
 
 
@@ -283,4 +286,4 @@ class Vehicle:
             "accuracy": 5.0,
         }
         topic = f"{self.topic_prefix}/vehicles/{self.vehicle_id}/location"
-        return [Message(topic, json.dumps(body).encode())]
+        return [Message(topic, json.dumps(body).encode(), fixes=1)]

@@ -21,8 +21,16 @@ log = logging.getLogger("sim.driver")
 
 ACTIVE = ("assigned", "picked_up", "out_for_delivery")
 RESTAURANT_NAMES = (
-    "Curry Corner", "Pho Real", "Pizza Nord", "Falafel Haus", "Ramen Ya",
-    "Burger Werk", "Taco Libre", "Sushi Spree", "Döner Eck", "Green Bowl",
+    "Curry Corner",
+    "Pho Real",
+    "Pizza Nord",
+    "Falafel Haus",
+    "Ramen Ya",
+    "Burger Werk",
+    "Taco Libre",
+    "Sushi Spree",
+    "Döner Eck",
+    "Green Bowl",
 )
 
 
@@ -64,14 +72,18 @@ class DemoDriver:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def _call(self, method: str, path: str, *, ok: tuple[int, ...], **kwargs: Any) -> httpx.Response:
+    async def _call(
+        self, method: str, path: str, *, ok: tuple[int, ...], **kwargs: Any
+    ) -> httpx.Response:
         response = await self._http.request(method, path, **kwargs)
         if response.status_code not in ok:
-            raise ApiError(f"{method} {path} answered {response.status_code}: {response.text[:300]}")
+            raise ApiError(
+                f"{method} {path} answered {response.status_code}: {response.text[:300]}"
+            )
         return response
 
-    async def wait_until_ready(self, *, timeout: float = 60.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_until_ready(self, *, within_s: float = 60.0) -> None:
+        deadline = asyncio.get_running_loop().time() + within_s
         while True:
             try:
                 if (await self._http.get("/readyz")).status_code == 200:
@@ -79,7 +91,9 @@ class DemoDriver:
             except httpx.TransportError:
                 pass
             if asyncio.get_running_loop().time() > deadline:
-                raise ApiError(f"the API at {self._http.base_url} was not ready within {timeout:.0f} s")
+                raise ApiError(
+                    f"the API at {self._http.base_url} was not ready within {within_s:.0f} s"
+                )
             await asyncio.sleep(0.5)
 
     async def create_restaurants(self, count: int) -> dict[str, Point]:
@@ -88,7 +102,9 @@ class DemoDriver:
             where = self._city.random_point(self._rng)
             name = RESTAURANT_NAMES[index % len(RESTAURANT_NAMES)]
             await self._call(
-                "POST", "/restaurants", ok=(201, 409),
+                "POST",
+                "/restaurants",
+                ok=(201, 409),
                 json={"id": restaurant_id, "name": name, "lat": where.lat, "lon": where.lon},
             )
             current = (await self._call("GET", f"/restaurants/{restaurant_id}", ok=(200,))).json()
@@ -97,27 +113,37 @@ class DemoDriver:
 
     async def enrol(self, owner_kind: str, owner_id: str, name: str) -> DeviceLogin:
         """Create the courier or vehicle (if new) and fresh MQTT credentials for its device."""
-        body = {"id": owner_id, "name": name} if owner_kind == "courier" else {"id": owner_id, "label": name}
+        body = (
+            {"id": owner_id, "name": name}
+            if owner_kind == "courier"
+            else {"id": owner_id, "label": name}
+        )
         await self._call("POST", f"/{owner_kind}s", ok=(201, 409), json=body)
         created = await self._call(
             "POST", "/devices", ok=(201, 409), json={"owner_kind": owner_kind, "owner_id": owner_id}
         )
         if created.status_code == 409:
-            created = await self._call("POST", f"/devices/{owner_kind}/{owner_id}/rotate", ok=(200, 201))
+            created = await self._call(
+                "POST", f"/devices/{owner_kind}/{owner_id}/rotate", ok=(200, 201)
+            )
         credentials = created.json()
-        return DeviceLogin(credentials["username"], credentials["password"], credentials.get("client_id"))
+        return DeviceLogin(
+            credentials["username"], credentials["password"], credentials.get("client_id")
+        )
 
     async def create_order(self, *, customer: str | None = None) -> str:
         restaurant_id = self._rng.choice(sorted(self._restaurants))
         pickup = self._restaurants[restaurant_id]
         dropoff = offset(
-            pickup, north_m=self._rng.uniform(-2500, 2500), east_m=self._rng.uniform(-2500, 2500)
+            pickup, north_m=self._rng.uniform(-1500, 1500), east_m=self._rng.uniform(-1500, 1500)
         )
         self._order_seq += 1
         order_id = f"o-{self._run_id}-{self._order_seq}"
         promised = datetime.now(UTC) + timedelta(minutes=self._rng.uniform(20, 40))
         await self._call(
-            "POST", "/orders", ok=(201,),
+            "POST",
+            "/orders",
+            ok=(201,),
             json={
                 "id": order_id,
                 "restaurant_id": restaurant_id,
@@ -131,7 +157,9 @@ class DemoDriver:
         return order_id
 
     async def _orders(self, status: str) -> list[dict[str, Any]]:
-        response = await self._call("GET", "/orders", ok=(200,), params={"status": status, "limit": 1000})
+        response = await self._call(
+            "GET", "/orders", ok=(200,), params={"status": status, "limit": 1000}
+        )
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 

@@ -29,6 +29,8 @@ class DeviceLogin:
 @dataclass
 class FleetCounters:
     published: int = 0
+    fixes: int = 0
+    batches: int = 0
     assignments: int = 0
     reconnects: int = 0
 
@@ -53,10 +55,14 @@ def job_from_assignment(payload: bytes) -> tuple[str, Job | None]:
     return order_id, Job(order_id, pickup=point("pickup"), dropoff=point("dropoff"))
 
 
-async def _publish_all(client: aiomqtt.Client, messages: list[Message], counters: FleetCounters) -> None:
+async def _publish_all(
+    client: aiomqtt.Client, messages: list[Message], counters: FleetCounters
+) -> None:
     for message in messages:
         await client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
         counters.published += 1
+        counters.fixes += message.fixes
+        counters.batches += message.fixes > 1
 
 
 async def run_courier(
@@ -67,6 +73,7 @@ async def run_courier(
     login: DeviceLogin | None,
     counters: FleetCounters,
     tick_s: float = 1.0,
+    time_scale: float = 1.0,
 ) -> None:
     """Keeps one courier's phone online until cancelled, reconnecting with jittered backoff."""
     backoff = 0.5
@@ -88,8 +95,12 @@ async def run_courier(
                 await client.subscribe(courier.assignments_topic, qos=1)
                 await _publish_all(client, [courier.presence(time.time(), "online")], counters)
                 async with asyncio.TaskGroup() as group:
-                    group.create_task(_receive_assignments(client, courier, counters), name="assignments")
-                    group.create_task(_drive(client, courier, counters, tick_s), name="drive")
+                    group.create_task(
+                        _receive_assignments(client, courier, counters), name="assignments"
+                    )
+                    group.create_task(
+                        _drive(client, courier, counters, tick_s, time_scale), name="drive"
+                    )
         except aiomqtt.MqttError as exc:
             counters.reconnects += 1
             log.warning("courier %s: %s; reconnecting in %.1f s", courier.courier_id, exc, backoff)
@@ -97,14 +108,16 @@ async def run_courier(
             backoff = min(backoff * 2, 30.0)
 
 
-async def _receive_assignments(client: aiomqtt.Client, courier: Courier, counters: FleetCounters) -> None:
+async def _receive_assignments(
+    client: aiomqtt.Client, courier: Courier, counters: FleetCounters
+) -> None:
     async for message in client.messages:
-        if not isinstance(message.payload, bytes):
-            continue
         try:
             order_id, job = job_from_assignment(message.payload)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("courier %s: unreadable assignment %r: %s", courier.courier_id, message.payload, exc)
+            log.warning(
+                "courier %s: unreadable assignment %r: %s", courier.courier_id, message.payload, exc
+            )
             continue
         counters.assignments += 1
         if job is None:
@@ -113,13 +126,19 @@ async def _receive_assignments(client: aiomqtt.Client, courier: Courier, counter
             courier.assign(job)
 
 
-async def _drive(client: aiomqtt.Client, courier: Courier, counters: FleetCounters, tick_s: float) -> None:
+async def _drive(
+    client: aiomqtt.Client,
+    courier: Courier,
+    counters: FleetCounters,
+    tick_s: float,
+    time_scale: float,
+) -> None:
     last = time.time()
     was_busy = courier.busy
     while True:
         await asyncio.sleep(tick_s)
         now = time.time()
-        messages = courier.tick(now, now - last)
+        messages = courier.tick(now, (now - last) * time_scale)
         last = now
         if courier.busy != was_busy:
             was_busy = courier.busy
@@ -135,6 +154,7 @@ async def run_vehicle(
     login: DeviceLogin | None,
     counters: FleetCounters,
     tick_s: float = 1.0,
+    time_scale: float = 1.0,
 ) -> None:
     backoff = 0.5
     rng = random.Random(vehicle.vehicle_id)
@@ -153,7 +173,9 @@ async def run_vehicle(
                 while True:
                     await asyncio.sleep(tick_s)
                     now = time.time()
-                    await _publish_all(client, vehicle.tick(now, now - last), counters)
+                    await _publish_all(
+                        client, vehicle.tick(now, (now - last) * time_scale), counters
+                    )
                     last = now
         except aiomqtt.MqttError as exc:
             counters.reconnects += 1

@@ -31,13 +31,22 @@ class LoadOptions:
 def fix_payload(index: int, *, base_ts: float, rng: random.Random) -> bytes:
     point = BERLIN.random_point(rng)
     return json.dumps(
-        {"lat": round(point.lat, 6), "lon": round(point.lon, 6), "ts": round(base_ts + index * 0.001, 3),
-         "speed": round(rng.uniform(0, 9), 2), "accuracy": 5}
+        {
+            "lat": round(point.lat, 6),
+            "lon": round(point.lon, 6),
+            "ts": round(base_ts + index * 0.001, 3),
+            "speed": round(rng.uniform(0, 9), 2),
+            "accuracy": 5,
+        }
     ).encode()
 
 
 async def _courier(
-    settings: Settings, options: LoadOptions, courier: int, shares: list[int], stop: asyncio.Event,
+    settings: Settings,
+    options: LoadOptions,
+    courier: int,
+    shares: list[int],
+    stop: asyncio.Event,
     sent: list[int],
 ) -> None:
     rng = random.Random(options.seed * 100_003 + courier)
@@ -45,11 +54,18 @@ async def _courier(
     base_ts = time.time() - 3600 + courier
     topic = f"{settings.topic_prefix}/couriers/load-{courier}/location"
     window = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
-    async with aiomqtt.Client(
-        settings.mqtt_host, settings.mqtt_port, identifier=f"sim-load-{options.seed}-{courier}",
-        username=options.username, password=options.password,
-        protocol=aiomqtt.ProtocolVersion.V5, max_concurrent_outgoing_calls=MAX_IN_FLIGHT_PER_CONNECTION,
-    ) as client, asyncio.TaskGroup() as group:
+    async with (
+        aiomqtt.Client(
+            settings.mqtt_host,
+            settings.mqtt_port,
+            identifier=f"sim-load-{options.seed}-{courier}",
+            username=options.username,
+            password=options.password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            max_concurrent_outgoing_calls=MAX_IN_FLIGHT_PER_CONNECTION,
+        ) as client,
+        asyncio.TaskGroup() as group,
+    ):
         started = time.monotonic()
 
         async def publish(payload: bytes) -> None:
@@ -72,7 +88,10 @@ async def _courier(
 
 async def run_load(settings: Settings, options: LoadOptions, *, stop: asyncio.Event) -> int:
     couriers = max(1, options.couriers)
-    shares = [options.count // couriers + (1 if i < options.count % couriers else 0) for i in range(couriers)]
+    shares = [
+        options.count // couriers + (1 if i < options.count % couriers else 0)
+        for i in range(couriers)
+    ]
     sent = [0]
     started = time.monotonic()
 
@@ -80,18 +99,26 @@ async def run_load(settings: Settings, options: LoadOptions, *, stop: asyncio.Ev
         while True:
             await asyncio.sleep(2)
             elapsed = time.monotonic() - started
-            print(f"[sim] load: {sent[0]:,}/{options.count:,} acknowledged, {sent[0] / elapsed:,.0f} msg/s",
-                  flush=True)
+            print(
+                f"[sim] load: {sent[0]:,}/{options.count:,} acknowledged,"
+                f" {sent[0] / elapsed:,.0f} msg/s",
+                flush=True,
+            )
 
     reporter = asyncio.create_task(progress(), name="progress")
     try:
         async with asyncio.TaskGroup() as group:
             for courier in range(couriers):
-                group.create_task(_courier(settings, options, courier, shares, stop, sent),
-                                  name=f"load-courier-{courier}")
+                group.create_task(
+                    _courier(settings, options, courier, shares, stop, sent),
+                    name=f"load-courier-{courier}",
+                )
     finally:
         reporter.cancel()
     elapsed = time.monotonic() - started
-    print(f"[sim] load: done, {sent[0]:,} fixes acknowledged by the broker in {elapsed:.1f} s "
-          f"({sent[0] / elapsed:,.0f} msg/s)", flush=True)
+    print(
+        f"[sim] load: done, {sent[0]:,} fixes acknowledged by the broker in {elapsed:.1f} s "
+        f"({sent[0] / elapsed:,.0f} msg/s)",
+        flush=True,
+    )
     return 0 if sent[0] == options.count else 1

@@ -12,7 +12,7 @@ def metric_sum(text: str, name: str, label: str = "") -> float | None:
         if line.startswith("#") or not line.startswith(name):
             continue
         series, _, value = line.rpartition(" ")
-        rest = series[len(name):]
+        rest = series[len(name) :]
         if rest and not rest.startswith("{"):
             continue
         if label and label not in rest:
@@ -43,15 +43,25 @@ class StatusLine:
 
     async def render(self, http: httpx.AsyncClient, *, now: float, orders: dict[str, int]) -> str:
         stored = metric_sum(
-            await scrape(http, self._ingest), "fleetpulse_ingest_rows_stored_total", 'table="positions"'
+            await scrape(http, self._ingest),
+            "fleetpulse_ingest_rows_stored_total",
+            'table="positions"',
         )
-        sockets = metric_sum(await scrape(http, self._bridge), "bridge_connections")
+        bridge_page = await scrape(http, self._bridge)
+        sockets = metric_sum(bridge_page, "bridge_connections")
+        if sockets is None and bridge_page:
+            sockets = 0.0
         rate = "?"
         if stored is not None and self._last_stored is not None and self._last_time is not None:
             rate = f"{(stored - self._last_stored) / max(1e-6, now - self._last_time):.1f}"
         if stored is not None:
             self._last_stored, self._last_time = stored, now
-        by_state = " ".join(f"{state}={count}" for state, count in orders.items() if count) or "none yet"
+        by_state = (
+            " ".join(f"{state}={count}" for state, count in orders.items() if count) or "none yet"
+        )
         sockets_text = "?" if sockets is None else f"{sockets:.0f}"
         total = "?" if stored is None else f"{stored:.0f}"
-        return f"fixes/s stored={rate} (total {total})  sockets open={sockets_text}  orders: {by_state}"
+        return (
+            f"fixes/s stored={rate} (total {total})  sockets open={sockets_text}"
+            f"  orders: {by_state}"
+        )

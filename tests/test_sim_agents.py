@@ -17,7 +17,11 @@ def run(courier: Courier, seconds: int, start: float = 1_800_000_000.0) -> list[
 
 def test_a_courier_walks_an_order_from_pickup_to_delivery() -> None:
     here = Point(52.52, 13.40)
-    job = Job("o-1", pickup=offset(here, north_m=600, east_m=0), dropoff=offset(here, north_m=0, east_m=900))
+    job = Job(
+        "o-1",
+        pickup=offset(here, north_m=600, east_m=0),
+        dropoff=offset(here, north_m=0, east_m=900),
+    )
     courier = Courier("c-1", here, random.Random(7), realism=Realism(dead_zone_chance=0))
     courier.assign(job)
     messages = run(courier, 900)
@@ -43,8 +47,13 @@ def test_dead_zone_uploads_one_out_of_order_batch() -> None:
 
 
 def test_owntracks_courier_speaks_owntracks() -> None:
-    courier = Courier("c-3", Point(52.5, 13.4), random.Random(5), owntracks=True,
-                      realism=Realism(dead_zone_chance=0))
+    courier = Courier(
+        "c-3",
+        Point(52.5, 13.4),
+        random.Random(5),
+        owntracks=True,
+        realism=Realism(dead_zone_chance=0),
+    )
     courier.assign(Job("o-3", Point(52.51, 13.4), Point(52.52, 13.41)))
     messages = run(courier, 30)
     locations = [body for topic, body in messages if topic == "owntracks/c-3/phone"]
