@@ -3,9 +3,21 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.fleetpulse-installed
 
-.PHONY: run test stop status setup lint typecheck pytest bench clean
+.PHONY: run run-empty test stop status setup lint typecheck pytest bench clean
+
+# The demo fleet: make run COURIERS=500 VEHICLES=20 RATE=60 SEED=7 (RATE: new orders a minute).
+COURIERS ?= 25
+VEHICLES ?= 5
+RATE ?= 12
+SEED ?=
+TIME_SCALE ?= 1
 
 run: setup
+	$(PY) -m stack up --demo --couriers $(COURIERS) --vehicles $(VEHICLES) \
+		--orders-per-minute $(RATE) --time-scale $(TIME_SCALE) $(if $(SEED),--seed $(SEED))
+
+# The stack and the processes without the simulated fleet.
+run-empty: setup
 	$(PY) -m stack up
 
 stop:

@@ -11,11 +11,19 @@ from pathlib import Path
 
 from broker.accounts import secrets_path
 from config import ConfigError, Settings, load_settings
-from stack.children import ChildProcess, fleet_processes, stop_timeout
+from stack.children import (
+    DEMO_CUSTOMER,
+    ChildProcess,
+    DemoFleet,
+    demo_process,
+    fleet_processes,
+    stop_timeout,
+)
 from stack.errors import StackError
 from stack.mosquitto import MosquittoServer, render_config
 from stack.postgres import PostgresServer
 from stack.process import read_pid, stop_pid
+from stack.tokens import demo_tokens
 from store import MigrationError, apply_migrations
 
 
@@ -34,7 +42,7 @@ def servers(settings: Settings) -> tuple[MosquittoServer, PostgresServer]:
     )
 
 
-def up(settings: Settings) -> int:
+def up(settings: Settings, *, demo: DemoFleet | None = None) -> int:
     pid_file = supervisor_pid_file(settings)
     running = read_pid(pid_file)
     if running is not None:
@@ -82,6 +90,16 @@ def up(settings: Settings) -> int:
         say(f"bridge:       ws://{settings.bridge_host}:{settings.bridge_port}/ws")
         say(f"REST API:     http://{settings.api_host}:{settings.api_port} (docs at /docs)")
         say(f"logs:         {settings.data_dir / 'log'}")
+        for role, token in demo_tokens(settings, customer=DEMO_CUSTOMER).items():
+            say(f"token {role}: {token}")
+        if demo is not None:
+            sim = demo_process(settings, demo)
+            sim.start()
+            children.append(sim)
+            say(
+                f"demo: {demo.couriers} couriers, {demo.vehicles} vehicles, "
+                f"{demo.orders_per_minute:g} orders/min (pid {sim.pid})"
+            )
         say("running; Ctrl-C or `make stop` stops it")
         status = 0
         while not stop_requested.wait(1.0):
@@ -90,12 +108,16 @@ def up(settings: Settings) -> int:
                     say(f"{name} exited unexpectedly; see {settings.data_dir / 'log'}")
                     stop_requested.set()
                     status = 1
-            for child in children:
+            for child in list(children):
                 code = child.exit_status()
-                if code is not None:
-                    say(f"{child.name} exited with status {code}; see {child.log_path}")
+                if code is None:
+                    continue
+                say(f"{child.name} exited with status {code}; see {child.log_path}")
+                if child.essential:
                     stop_requested.set()
                     status = 1
+                else:
+                    children.remove(child)
         return status
     except (StackError, MigrationError) as exc:
         say(f"error: {exc}")
@@ -121,7 +143,7 @@ def down(settings: Settings) -> int:
     if supervisor is not None:
         say(f"asking the running stack (pid {supervisor}) to stop ...")
         stop_pid(supervisor, sig=signal.SIGTERM, timeout=90, name="the stack supervisor")
-    for child in reversed(fleet_processes(settings)):
+    for child in reversed([*fleet_processes(settings), demo_process(settings, DemoFleet())]):
         leftover = read_pid(child.pid_file)
         if leftover is not None:
             say(f"stopping {child.name} (pid {leftover}) ...")
@@ -155,6 +177,16 @@ def status(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stack", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "render-mosquitto"])
+    parser.add_argument(
+        "--demo", action="store_true", help="with `up`: also run the simulated fleet (make run)"
+    )
+    parser.add_argument("--couriers", type=int, default=DemoFleet.couriers)
+    parser.add_argument("--vehicles", type=int, default=DemoFleet.vehicles)
+    parser.add_argument("--orders-per-minute", type=float, default=DemoFleet.orders_per_minute)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--time-scale", type=float, default=1.0, help="demo fast-forward (simulated s per s)"
+    )
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -163,7 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.command == "up":
-            return up(settings)
+            fleet = DemoFleet(
+                args.couriers, args.vehicles, args.orders_per_minute, args.seed, args.time_scale
+            )
+            return up(settings, demo=fleet if args.demo else None)
         if args.command == "down":
             return down(settings)
         if args.command == "status":

@@ -28,6 +28,11 @@ class ChildProcess:
     # (its username and password; for the api also the dynamic-security admin).
     account: ServiceAccount | None = None
     data_dir: Path | None = None
+    args: tuple[str, ...] = ()
+    # Output to the supervisor's terminal instead of the log (the demo's status lines).
+    console: bool = False
+    # An essential child's exit stops the stack; the demo's does not.
+    essential: bool = True
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -42,9 +47,9 @@ class ChildProcess:
                 env.setdefault(key, value)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                [sys.executable, "-m", self.module, *self.args],
+                stdout=None if self.console else log,
+                stderr=None if self.console else subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
                 env=env,
@@ -115,4 +120,52 @@ def stop_timeout(settings: Settings) -> float:
             settings.api_drain_timeout_s,
         )
         + 10
+    )
+
+
+@dataclass(frozen=True)
+class DemoFleet:
+    """What `make run` simulates: `make run COURIERS=500 VEHICLES=20 RATE=30 SEED=7`."""
+
+    couriers: int = 25
+    vehicles: int = 5
+    orders_per_minute: float = 12.0
+    seed: int | None = None
+    time_scale: float = 1.0
+
+    def sim_args(self) -> tuple[str, ...]:
+        interval = 60.0 / self.orders_per_minute if self.orders_per_minute > 0 else 0.0
+        args = [
+            "demo",
+            "--couriers",
+            str(self.couriers),
+            "--vehicles",
+            str(self.vehicles),
+            "--order-interval",
+            f"{interval:g}",
+            "--first-customer",
+            DEMO_CUSTOMER,
+            "--time-scale",
+            f"{self.time_scale:g}",
+        ]
+        if self.seed is not None:
+            args += ["--seed", str(self.seed)]
+        return tuple(args)
+
+
+# The customer whose order the demo creates first, so the printed customer token has one.
+DEMO_CUSTOMER = "alice"
+
+
+def demo_process(settings: Settings, fleet: DemoFleet) -> ChildProcess:
+    """The simulator with its demo driver; prints its status lines to the terminal."""
+    run_dir = settings.data_dir / "run"
+    return ChildProcess(
+        "sim",
+        "sim",
+        settings.data_dir / "log" / "sim.log",
+        run_dir / "sim.pid",
+        args=fleet.sim_args(),
+        console=True,
+        essential=False,
     )
