@@ -17,7 +17,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.background import eta_loop, retention_loop
-from api.emergencies import emergency_loop
+from api.device_reports import device_report_loop
 from api.errors import install_error_handlers
 from api.metrics import LATENCY, REQUESTS
 from api.publisher import Publisher
@@ -77,7 +77,7 @@ def create_app(
             async with asyncio.TaskGroup() as tasks:
                 running = [
                     tasks.create_task(publisher.run(), name="mqtt-publisher"),
-                    tasks.create_task(emergency_loop(state), name="mqtt-emergencies"),
+                    tasks.create_task(device_report_loop(state), name="mqtt-device-reports"),
                 ]
                 if background:
                     running.append(tasks.create_task(eta_loop(state), name="eta-refresh"))

@@ -15,6 +15,7 @@ from protocol.server_topics import (
     order_status_message,
     order_status_topic,
 )
+from workflow import Status, StatusChange
 
 
 def publish_order_event(
@@ -63,6 +64,31 @@ def publish_assignment(
         reason=reason,
     )
     publisher.publish(assignments_topic(courier_id, prefix=prefix), message.encode(), kind=kind)
+
+
+def publish_status_change(publisher: Publisher, prefix: str, change: StatusChange) -> None:
+    """Announce an applied workflow step; a cancellation also unassigns the courier."""
+    assert change.order is not None
+    publish_order_event(
+        publisher,
+        prefix,
+        change.order,
+        event="status",
+        previous_status=change.previous,
+        ts=change.at,
+        actor=change.actor.uid,
+        note=change.note,
+    )
+    if change.status == Status.CANCELLED and change.order["courier_id"]:
+        publish_assignment(
+            publisher,
+            prefix,
+            change.order,
+            courier_id=change.order["courier_id"],
+            kind="unassignment",
+            ts=change.at,
+            reason="order cancelled",
+        )
 
 
 def publish_alert(

@@ -50,3 +50,10 @@ EMERGENCIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+DELIVERY_REPORTS = Counter(
+    "fleetpulse_api_mqtt_delivery_reports_total",
+    "Couriers' delivery status reports over MQTT, by outcome"
+    " (applied, repeat, rejected, invalid, retried)",
+    ["outcome"],
+    registry=REGISTRY,
+)

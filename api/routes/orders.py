@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query
 from psycopg.rows import dict_row
 
 from api.errors import ERROR_RESPONSES, Conflict, Forbidden, InvalidTransition, NotFound
-from api.events import publish_assignment, publish_order_event
+from api.events import publish_assignment, publish_order_event, publish_status_change
 from api.schemas import (
     AssignmentIn,
     BatchStatusIn,
@@ -264,33 +264,8 @@ async def _change_status(
             eta_params=state.eta_params,
         )
     if change.outcome == "applied":
-        _publish_change(state, change)
+        publish_status_change(state.publisher, state.settings.topic_prefix, change)
     return change
-
-
-def _publish_change(state: ApiState, change: StatusChange) -> None:
-    prefix = state.settings.topic_prefix
-    assert change.order is not None
-    publish_order_event(
-        state.publisher,
-        prefix,
-        change.order,
-        event="status",
-        previous_status=change.previous,
-        ts=change.at,
-        actor=change.actor.uid,
-        note=change.note,
-    )
-    if change.status == Status.CANCELLED and change.order["courier_id"]:
-        publish_assignment(
-            state.publisher,
-            prefix,
-            change.order,
-            courier_id=change.order["courier_id"],
-            kind="unassignment",
-            ts=change.at,
-            reason="order cancelled",
-        )
 
 
 @router.post("/orders/{order_id}/status")

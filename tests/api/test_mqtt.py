@@ -175,3 +175,55 @@ def test_mqtt_emergency_becomes_an_alert(
         a for a in world.admin.get("/alerts").json()["items"] if a["courier_id"] == world.courier_id
     ]
     assert len(raised) == 1
+
+
+def test_phone_status_reports_drive_the_workflow(
+    world: World, subscriber: Subscriber, services: Services
+) -> None:
+    """A courier's phone reports progress over MQTT (mosquitto_pub with its own credentials):
+    valid steps are applied and published, an invalid one is stored as rejected, a repeat
+    changes nothing."""
+    order = world.new_order(assign=world.courier_id)
+    subscriber.take(2)  # the assignment to the courier and its order event
+    device = services.provision_device("courier", world.courier_id)
+
+    def report(status: str, ts: float) -> None:
+        payload = json.dumps({"status": status, "ts": ts})
+        command = [
+            "mosquitto_pub", "-h", services.mosquitto.host, "-p", str(services.mosquitto.port),
+            "-u", device.username, "-P", device.password, "-i", device.client_id,
+            "-V", "mqttv5", "-q", "1",
+            "-t", f"fleet/couriers/{world.courier_id}/deliveries/{order['id']}/status",
+            "-m", payload,
+        ]  # fmt: skip
+        subprocess.run(command, check=True, timeout=20)
+
+    def status_now() -> str:
+        response = world.admin.get(f"/orders/{order['id']}")
+        assert response.status_code == 200
+        return str(response.json()["status"])
+
+    now = time.time()
+    report("picked_up", now)
+    ((topic, qos, message),) = subscriber.take(1)
+    assert topic == f"fleet/orders/{order['id']}/status"
+    assert qos == 1
+    assert (message["status"], message["previous_status"]) == ("picked_up", "assigned")
+    assert status_now() == "picked_up"
+
+    report("picked_up", now)  # a repeat (or redelivery): nothing changes, nothing published
+    report("delivered", now + 1)  # skips out_for_delivery: refused
+    with pytest.raises(queue.Empty):
+        subscriber.take(1, timeout=3)
+    assert status_now() == "picked_up"
+    events = world.admin.get(f"/orders/{order['id']}/events").json()["items"]
+    rejected = [e for e in events if e["kind"] == "status_rejected"]
+    assert len(rejected) == 1
+    assert rejected[0]["payload"]["to"] == "delivered"
+    assert "out_for_delivery" in rejected[0]["payload"]["allowed"]
+
+    report("out_for_delivery", now + 2)
+    report("delivered", now + 3)
+    statuses = [m["status"] for _, _, m in subscriber.take(2)]
+    assert statuses == ["out_for_delivery", "delivered"]
+    assert status_now() == "delivered"

@@ -1,8 +1,13 @@
-"""Emergencies raised over MQTT (`fleet/couriers/{id}/emergency`) become alerts, stored and
-published for admins like the ones raised over REST.
+"""What couriers' phones report over MQTT that the API acts on:
 
-Several API instances share the stream through one MQTT 5 shared subscription, and the
-alerts table's unique (courier_id, raised_at) makes a redelivered message harmless.
+- emergencies (`fleet/couriers/{id}/emergency`) become alerts, stored and published for
+  admins like the ones raised over REST; the alerts table's unique (courier_id, raised_at)
+  makes a redelivered message harmless;
+- delivery status reports (`fleet/couriers/{id}/deliveries/{order_id}/status`) go through
+  the same workflow as REST calls: applied and published, or stored as `status_rejected`;
+  a repeat or a redelivery changes nothing.
+
+Several API instances share the stream through one MQTT 5 shared subscription.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import aiomqtt
 import psycopg
 from psycopg.rows import dict_row
 
-from api.events import publish_alert
-from api.metrics import EMERGENCIES
+from api.events import publish_alert, publish_status_change
+from api.metrics import DELIVERY_REPORTS, EMERGENCIES
 from api.state import ApiState
-from protocol import EmergencyEvent, MessageDecoder, shared_subscription
+from protocol import DeliveryStatusEvent, EmergencyEvent, MessageDecoder, shared_subscription
+from workflow import Actor, StatusChange, apply_status
 
-log = logging.getLogger("api.emergencies")
+log = logging.getLogger("api.device_reports")
 
 SHARED_GROUP = "api"
 INSERT_ALERT_SQL = """
@@ -56,14 +62,37 @@ async def store_emergency(state: ApiState, event: EmergencyEvent) -> dict[str, A
     return {**alert, "inserted": inserted}
 
 
-async def emergency_loop(state: ApiState) -> None:
+async def apply_delivery_report(state: ApiState, event: DeliveryStatusEvent) -> StatusChange:
+    """A courier's MQTT report, under the same rules as a courier's REST call."""
+    actor = Actor(role="courier", uid=f"courier:{event.courier_id}", courier_id=event.courier_id)
+    async with state.transaction() as conn:
+        change = await apply_status(
+            conn,
+            order_id=event.order_id,
+            target=event.status,
+            actor=actor,
+            note=event.note or "",
+            at=event.time,
+            source="mqtt",
+            dedup_key=f"applied/{event.dedup_key}",
+            record_rejection=True,
+            eta_params=state.eta_params,
+        )
+    if change.outcome == "applied":
+        publish_status_change(state.publisher, state.settings.topic_prefix, change)
+    return change
+
+
+async def device_report_loop(state: ApiState) -> None:
     settings = state.settings
     decoder = MessageDecoder(
         prefix=settings.topic_prefix, max_future_skew_s=settings.max_future_skew_s
     )
-    topic_filter = shared_subscription(
-        f"{settings.topic_prefix}/couriers/+/emergency", group=SHARED_GROUP
-    )
+    couriers = f"{settings.topic_prefix}/couriers/+"
+    topic_filters = [
+        shared_subscription(f"{couriers}/emergency", group=SHARED_GROUP),
+        shared_subscription(f"{couriers}/deliveries/+/status", group=SHARED_GROUP),
+    ]
     credentials = state.publisher.credentials
     delay = 0.5
     while True:
@@ -71,18 +100,18 @@ async def emergency_loop(state: ApiState) -> None:
             async with aiomqtt.Client(
                 settings.mqtt_host,
                 settings.mqtt_port,
-                identifier=f"fleetpulse-api-alerts-{socket.gethostname()}-{os.getpid()}",
+                identifier=f"fleetpulse-api-reports-{socket.gethostname()}-{os.getpid()}",
                 username=credentials.username if credentials else None,
                 password=credentials.password if credentials else None,
                 protocol=aiomqtt.ProtocolVersion.V5,
                 keepalive=30,
             ) as client:
-                await client.subscribe(topic_filter, qos=1)
+                await client.subscribe([(topic_filter, 1) for topic_filter in topic_filters])
                 delay = 0.5
                 async for message in client.messages:
                     await _handle(state, decoder, str(message.topic), message.payload)
         except aiomqtt.MqttError as exc:
-            log.warning("emergency subscription lost: %s; reconnecting", exc)
+            log.warning("device report subscription lost: %s; reconnecting", exc)
         await asyncio.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 30.0)
 
@@ -92,9 +121,13 @@ async def _handle(state: ApiState, decoder: MessageDecoder, topic: str, payload:
     decoded = decoder.decode(topic, raw, received_at=time.time())
     for rejection in decoded.rejections:
         # Ingest keeps the dead letter; here it is only counted.
-        EMERGENCIES.labels("invalid").inc()
-        log.info("ignored an invalid emergency on %s: %s", topic, rejection.reason)
+        counter = DELIVERY_REPORTS if "/deliveries/" in topic else EMERGENCIES
+        counter.labels("invalid").inc()
+        log.info("ignored an invalid report on %s: %s", topic, rejection.reason)
     for event in decoded.events:
+        if isinstance(event, DeliveryStatusEvent):
+            await _apply_until_stored(state, event)
+            continue
         if not isinstance(event, EmergencyEvent):
             continue
         while True:
@@ -107,3 +140,23 @@ async def _handle(state: ApiState, decoder: MessageDecoder, topic: str, payload:
                 log.warning("cannot store an emergency yet (%s); retrying", exc)
                 await asyncio.sleep(1.0)
         EMERGENCIES.labels("stored" if alert["inserted"] else "already_stored").inc()
+
+
+async def _apply_until_stored(state: ApiState, event: DeliveryStatusEvent) -> None:
+    while True:
+        try:
+            change = await apply_delivery_report(state, event)
+            break
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            DELIVERY_REPORTS.labels("retried").inc()
+            log.warning("cannot apply a delivery report yet (%s); retrying", exc)
+            await asyncio.sleep(1.0)
+    DELIVERY_REPORTS.labels(change.outcome).inc()
+    if change.outcome == "rejected":
+        log.info(
+            "refused %s's report %s for order %s: %s",
+            event.courier_id,
+            event.status,
+            event.order_id,
+            change.reason,
+        )
