@@ -121,7 +121,6 @@ def test_stack_cli_up_twice_and_down(tmp_path: Path) -> None:
         assert "ingest: started" in output
 
         # The supervised ingest worker stores what a device publishes.
-        loadgen = load_service_credentials(tmp_path / "var", "loadgen")
         dsn = f"postgresql://postgres@127.0.0.1:{env['FLEETPULSE_POSTGRES_PORT']}/fleetpulse"
         loadgen = load_service_credentials(Path(env["FLEETPULSE_DATA_DIR"]), "loadgen")
         deadline = time.monotonic() + 30
