@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 
+from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
 from sim.demo import DemoOptions, run_demo
 from sim.geo import BERLIN, CityBox
@@ -113,7 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 username=args.username,
                 password=args.password,
             )
-            return await run_load(settings, options, stop=stop)
+            try:
+                return await run_load(settings, options, stop=stop)
+            except CredentialsError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         options_demo = DemoOptions(
             couriers=args.couriers,
             vehicles=args.vehicles,

@@ -8,7 +8,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiomqtt
@@ -65,6 +65,43 @@ async def _publish_all(
         counters.batches += message.fixes > 1
 
 
+def device_client(
+    device_id: str, *, host: str, port: int, login: DeviceLogin | None, will: Message | None = None
+) -> aiomqtt.Client:
+    """A device's MQTT 5 connection: its own credentials and client id, and its will."""
+    return aiomqtt.Client(
+        host,
+        port,
+        identifier=(login and login.client_id) or f"sim-{device_id}",
+        username=login.username if login else None,
+        password=login.password if login else None,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True) if will else None,
+        keepalive=30,
+    )
+
+
+async def stay_online(
+    device_id: str,
+    connect: Callable[[], aiomqtt.Client],
+    session: Callable[[aiomqtt.Client], Awaitable[None]],
+    counters: FleetCounters,
+) -> None:
+    """Runs `session` on a fresh connection until cancelled; reconnects with jittered backoff."""
+    backoff = 0.5
+    rng = random.Random(device_id)
+    while True:
+        try:
+            async with connect() as client:
+                backoff = 0.5
+                await session(client)
+        except aiomqtt.MqttError as exc:
+            counters.reconnects += 1
+            log.warning("%s: %s; reconnecting in %.1f s", device_id, exc, backoff)
+            await asyncio.sleep(backoff * rng.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, 30.0)
+
+
 async def run_courier(
     courier: Courier,
     *,
@@ -75,37 +112,20 @@ async def run_courier(
     tick_s: float = 1.0,
     time_scale: float = 1.0,
 ) -> None:
-    """Keeps one courier's phone online until cancelled, reconnecting with jittered backoff."""
-    backoff = 0.5
-    rng = random.Random(courier.courier_id)
-    while True:
+    """Keeps one courier's phone online until cancelled."""
+
+    def connect() -> aiomqtt.Client:
         will = courier.will(time.time())
-        try:
-            async with aiomqtt.Client(
-                host,
-                port,
-                identifier=(login and login.client_id) or f"sim-{courier.courier_id}",
-                username=login.username if login else None,
-                password=login.password if login else None,
-                protocol=aiomqtt.ProtocolVersion.V5,
-                will=aiomqtt.Will(will.topic, will.payload, qos=1, retain=True),
-                keepalive=30,
-            ) as client:
-                backoff = 0.5
-                await client.subscribe(courier.assignments_topic, qos=1)
-                await _publish_all(client, [courier.presence(time.time(), "online")], counters)
-                async with asyncio.TaskGroup() as group:
-                    group.create_task(
-                        _receive_assignments(client, courier, counters), name="assignments"
-                    )
-                    group.create_task(
-                        _drive(client, courier, counters, tick_s, time_scale), name="drive"
-                    )
-        except aiomqtt.MqttError as exc:
-            counters.reconnects += 1
-            log.warning("courier %s: %s; reconnecting in %.1f s", courier.courier_id, exc, backoff)
-            await asyncio.sleep(backoff * rng.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 30.0)
+        return device_client(courier.courier_id, host=host, port=port, login=login, will=will)
+
+    async def session(client: aiomqtt.Client) -> None:
+        await client.subscribe(courier.assignments_topic, qos=1)
+        await _publish_all(client, [courier.presence(time.time(), "online")], counters)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(_receive_assignments(client, courier, counters), name="assignments")
+            group.create_task(_drive(client, courier, counters, tick_s, time_scale), name="drive")
+
+    await stay_online(courier.courier_id, connect, session, counters)
 
 
 async def _receive_assignments(
@@ -156,43 +176,25 @@ async def run_vehicle(
     tick_s: float = 1.0,
     time_scale: float = 1.0,
 ) -> None:
-    backoff = 0.5
-    rng = random.Random(vehicle.vehicle_id)
-    while True:
-        try:
-            async with aiomqtt.Client(
-                host,
-                port,
-                identifier=(login and login.client_id) or f"sim-{vehicle.vehicle_id}",
-                username=login.username if login else None,
-                password=login.password if login else None,
-                protocol=aiomqtt.ProtocolVersion.V5,
-            ) as client:
-                backoff = 0.5
-                last = time.time()
-                while True:
-                    await asyncio.sleep(tick_s)
-                    now = time.time()
-                    await _publish_all(
-                        client, vehicle.tick(now, (now - last) * time_scale), counters
-                    )
-                    last = now
-        except aiomqtt.MqttError as exc:
-            counters.reconnects += 1
-            log.warning("vehicle %s: %s; reconnecting in %.1f s", vehicle.vehicle_id, exc, backoff)
-            await asyncio.sleep(backoff * rng.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 30.0)
+    """Keeps one van's tracker online until cancelled."""
+
+    def connect() -> aiomqtt.Client:
+        return device_client(vehicle.vehicle_id, host=host, port=port, login=login)
+
+    async def session(client: aiomqtt.Client) -> None:
+        last = time.time()
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.time()
+            await _publish_all(client, vehicle.tick(now, (now - last) * time_scale), counters)
+            last = now
+
+    await stay_online(vehicle.vehicle_id, connect, session, counters)
 
 
 async def go_offline(courier: Courier, *, host: str, port: int, login: DeviceLogin | None) -> None:
     """A clean sign-off publishes `offline` (the will only fires on an unclean loss)."""
     with contextlib.suppress(aiomqtt.MqttError):
-        async with aiomqtt.Client(
-            host,
-            port,
-            identifier=(login and login.client_id) or f"sim-{courier.courier_id}",
-            username=login.username if login else None,
-            password=login.password if login else None,
-        ) as client:
+        async with device_client(courier.courier_id, host=host, port=port, login=login) as client:
             message = courier.will(time.time())
             await client.publish(message.topic, message.payload, qos=1, retain=True)

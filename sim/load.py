@@ -8,10 +8,11 @@ import asyncio
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import aiomqtt
 
+from broker.accounts import load_service_credentials
 from config import Settings
 from sim.geo import BERLIN
 
@@ -52,7 +53,7 @@ async def _courier(
     rng = random.Random(options.seed * 100_003 + courier)
     per_second = options.rate / options.couriers if options.rate > 0 else 0.0
     base_ts = time.time() - 3600 + courier
-    topic = f"{settings.topic_prefix}/couriers/load-{courier}/location"
+    topic = f"{settings.topic_prefix}/couriers/load-{options.seed}-{courier}/location"
     window = asyncio.Semaphore(MAX_IN_FLIGHT_PER_CONNECTION)
     async with (
         aiomqtt.Client(
@@ -87,6 +88,10 @@ async def _courier(
 
 
 async def run_load(settings: Settings, options: LoadOptions, *, stop: asyncio.Event) -> int:
+    if options.username is None:
+        # The local stack's `loadgen` account may publish as any device.
+        account = load_service_credentials(settings.data_dir, "loadgen")
+        options = replace(options, username=account.username, password=account.password)
     couriers = max(1, options.couriers)
     shares = [
         options.count // couriers + (1 if i < options.count % couriers else 0)

@@ -7,9 +7,11 @@ import contextlib
 import random
 from dataclasses import replace
 
+from config import load_settings
 from sim.agents import Courier, Realism
 from sim.fleet import DeviceLogin, FleetCounters, job_from_assignment, run_courier
 from sim.geo import Point
+from sim.load import LoadOptions, run_load
 from tests.ingest_harness import count_rows, running_worker, wait_until
 from tests.services import Services
 
@@ -118,3 +120,34 @@ def test_assignment_messages_are_understood() -> None:
     assert job is not None
     assert job.dropoff == Point(52.52, 13.45)
     assert job_from_assignment(b'{"type": "unassignment", "order_id": "o-1"}') == ("o-1", None)
+
+
+def test_load_mode_publishes_every_fix_once(services: Services, unique: str) -> None:
+    """The load generator: distinct fixes from K couriers, every one acknowledged and stored."""
+    settings = load_settings(_env_file=None, **_settings_for(services))
+    loadgen = services.credentials("loadgen")
+    seed = int(unique[:6], 16)
+    options = LoadOptions(
+        couriers=5, rate=0.0, count=3000, seed=seed,
+        username=loadgen.username, password=loadgen.password,
+    )  # fmt: skip
+    with running_worker(services, group=f"load{unique}"):
+        assert asyncio.run(run_load(settings, options, stop=asyncio.Event())) == 0
+
+        def stored() -> int:
+            return count_rows(
+                services.dsn,
+                "SELECT count(*) FROM positions WHERE source_id LIKE %s",
+                (f"load-{seed}-%",),
+            )
+
+        wait_until(lambda: stored() == 3000, timeout=60, what="3000 load fixes stored")
+
+
+def _settings_for(services: Services) -> dict[str, object]:
+    return {
+        "data_dir": services.root,
+        "mqtt_host": services.mosquitto.host,
+        "mqtt_port": services.mosquitto.port,
+        "database_url": services.dsn,
+    }
