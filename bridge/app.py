@@ -6,13 +6,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
@@ -28,6 +29,8 @@ from bridge.subscriptions import SubscriptionManager
 from bridge.topics import Topics
 from broker.accounts import process_credentials
 from config import Settings
+
+DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 
 log = logging.getLogger("bridge")
 
@@ -131,8 +134,14 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
             return JSONResponse({"status": "unavailable", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    dashboard_page = DASHBOARD.read_text(encoding="utf-8")
+
+    async def dashboard(request: Request) -> Response:
+        return HTMLResponse(dashboard_page)
+
     app = Starlette(
         routes=[
+            Route("/", dashboard),
             WebSocketRoute("/ws", websocket_endpoint),
             Route("/metrics", metrics_endpoint),
             Route("/healthz", healthz),

@@ -19,6 +19,7 @@ packages=(
   mosquitto mosquitto-clients
   postgresql-15 postgresql-client-15 postgresql-server-dev-15
   cmake build-essential dpkg-dev libssl-dev
+  chromium
 )
 missing=()
 for pkg in "${packages[@]}"; do

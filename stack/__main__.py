@@ -87,6 +87,7 @@ def up(settings: Settings, *, demo: DemoFleet | None = None) -> int:
                 f"ingest metrics: http://{settings.ingest_metrics_host}:"
                 f"{settings.ingest_metrics_port}/metrics"
             )
+        say(f"dashboard:    http://{settings.bridge_host}:{settings.bridge_port}/ (paste a token)")
         say(f"bridge:       ws://{settings.bridge_host}:{settings.bridge_port}/ws")
         say(f"REST API:     http://{settings.api_host}:{settings.api_port} (docs at /docs)")
         say(f"logs:         {settings.data_dir / 'log'}")
