@@ -31,6 +31,13 @@ def say(message: str) -> None:
     print(f"[stack] {message}", flush=True)
 
 
+def describe_exit(code: int | None) -> str:
+    """uvicorn re-raises the SIGTERM it handled, so a clean stop can read as -15."""
+    if code is not None and code < 0:
+        return f"ended by {signal.Signals(-code).name} after its shutdown"
+    return f"exit status {code}"
+
+
 def supervisor_pid_file(settings: Settings) -> Path:
     return settings.data_dir / "run" / "stack.pid"
 
@@ -129,7 +136,7 @@ def up(settings: Settings, *, demo: DemoFleet | None = None) -> int:
             running = child.exit_status() is None
             code = child.stop(timeout=stop_timeout(settings))
             if running:
-                say(f"{child.name}: stopped (exit status {code})")
+                say(f"{child.name}: stopped ({describe_exit(code)})")
         for server in (postgres, mosquitto):
             try:
                 server.stop()
