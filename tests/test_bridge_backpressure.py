@@ -103,9 +103,16 @@ async def test_a_stalled_browser_does_not_delay_the_others(
     alone = await measure()
     stalled = await stalled_admins(bridge, 3, couriers)
     coalesced_before = bridge.metric("bridge_positions_coalesced_total")
-    # Fill the stalled sockets' buffers with the firehose of 3,000 sources.
+    # Fill the stalled sockets' buffers with the firehose of 3,000 sources, three rounds of
+    # about 2 MB each: more than the kernel's largest send buffer (4 MB here) plus the
+    # stalled client's receive buffer, so the writer blocks whatever the autotuning and the
+    # later rounds must coalesce with fixes still queued.
     flood = [
-        (f"fleet/couriers/f{unique}{n}/location", {"lat": 2.0, "lon": 2.0, "pad": "x" * 200})
+        (
+            f"fleet/couriers/f{unique}{n}/location",
+            {"lat": 2.0, "lon": float(round_), "pad": "x" * 600},
+        )
+        for round_ in range(3)
         for n in range(3000)
     ]
     await publish(services, flood)
