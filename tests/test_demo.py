@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -104,7 +105,12 @@ def test_demo_fleet_delivers_orders_and_stops_cleanly(tmp_path: Path) -> None:
         ).json()["items"]
         assert mine
         assert {order["customer_uid"] for order in mine} == {"alice"}
-        assert "[status] fixes/s stored=" in text
+        status_lines = [line for line in text.splitlines() if line.startswith("[status] ")]
+        assert status_lines, text
+        # Fixes stored per second, sockets open, and the orders counted by state.
+        assert re.search(
+            r"fixes/s stored=\S+ .*sockets open=\d+ .*orders: (\w+=\d+ ?)+$", status_lines[-1]
+        ), status_lines[-1]
     finally:
         os.killpg(supervisor.pid, signal.SIGINT)  # Ctrl-C in the terminal
         supervisor.wait(timeout=120)  # make itself reports the interrupt
