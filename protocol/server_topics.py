@@ -7,7 +7,12 @@ topics of protocol.topics.
 | `{prefix}/orders/{order_id}/status` | 1 | no | the bridge (customer, restaurant, admin) |
 | `{prefix}/alerts/{courier_id}` | 1 | no | the bridge (admins) |
 
-Payloads are JSON objects with a `type` field; times are ISO 8601 in UTC.
+Payloads are JSON objects with a `type` field; times are ISO 8601 in UTC. Every one is
+published from the API's transactional outbox (docs/architecture.md) and carries
+`event_id`, the outbox row's id: a relay that crashed between the broker's PUBACK and
+marking the row sent publishes it again with the same id, so readers drop a repeat by it.
+Order announcements also carry `version`, the order's version after the change: a reader
+applies an order's announcements by version, never by arrival or by `ts`.
 """
 
 from __future__ import annotations
@@ -37,6 +42,9 @@ __all__ = [
 class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    #: The outbox row's id, set by the relay when it publishes; None before.
+    event_id: int | None = None
+
     def encode(self) -> bytes:
         return self.model_dump_json().encode()
 
@@ -60,6 +68,8 @@ class AssignmentMessage(_Message):
     promised_at: datetime
     ts: datetime
     reason: str = ""
+    #: The order's version after this change (orders.version).
+    version: int = 0
 
 
 class OrderStatusMessage(_Message):
@@ -78,6 +88,8 @@ class OrderStatusMessage(_Message):
     ts: datetime
     actor: str
     note: str = ""
+    #: The order's version after this change (orders.version).
+    version: int = 0
 
 
 class AlertMessage(_Message):
@@ -118,4 +130,5 @@ def order_status_message(
         ts=ts,
         actor=actor,
         note=note,
+        version=order.get("version", 0),
     )
