@@ -1,5 +1,5 @@
 """The FastAPI application: routes, error shape, metrics, and the lifespan that owns the
-database pool, the MQTT publisher and the background tasks."""
+database pool, the outbox relay, the report applier and the background tasks."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.background import eta_loop, retention_loop
-from api.device_reports import device_report_loop
 from api.errors import install_error_handlers
 from api.metrics import LATENCY, REQUESTS
-from api.publisher import Publisher
+from api.outbox_relay import OutboxRelay
+from api.reports import report_applier_loop
 from api.routes import alerts, analytics, devices, fleet, health, orders, positions
 from api.state import ApiState
 from auth import Verifier, build_verifier
@@ -60,13 +60,13 @@ def create_app(
             name="api",
         )
         await pool.open(wait=False)
-        publisher = Publisher(
+        relay = OutboxRelay(
             settings, client_id=f"fleetpulse-api-{socket.gethostname()}-{os.getpid()}"
         )
         state = ApiState(
             settings=settings,
             pool=pool,
-            publisher=publisher,
+            relay=relay,
             eta_params=EtaParameters(
                 default_speed_mps=settings.eta_default_speed_mps,
                 detour_factor=settings.eta_detour_factor,
@@ -75,17 +75,21 @@ def create_app(
         app.state.api = state
         try:
             async with asyncio.TaskGroup() as tasks:
-                running = [
-                    tasks.create_task(publisher.run(), name="mqtt-publisher"),
-                    tasks.create_task(device_report_loop(state), name="mqtt-device-reports"),
-                ]
+                running = []
+                if settings.outbox_relay:
+                    running.append(tasks.create_task(relay.run(), name="outbox-relay"))
+                if settings.report_applier:
+                    running.append(
+                        tasks.create_task(report_applier_loop(state), name="report-applier")
+                    )
                 if background:
                     running.append(tasks.create_task(eta_loop(state), name="eta-refresh"))
                     running.append(tasks.create_task(retention_loop(state), name="retention"))
                 yield
-                # Requests are drained by uvicorn; what they queued goes out before we stop.
-                if not await publisher.drained(settings.api_drain_timeout_s):
-                    log.warning("stopping with MQTT messages still queued")
+                # Requests are drained by uvicorn; what they committed goes out before we
+                # stop (and the next relay publishes whatever is left).
+                if settings.outbox_relay and not await relay.drained(settings.api_drain_timeout_s):
+                    log.warning("stopping with announcements still in the outbox")
                 for task in running:
                     task.cancel()
         finally:

@@ -11,7 +11,7 @@ import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from api.events import publish_order_event
+from api.announcements import announce_order_event
 from api.metrics import ETA_RECOMPUTED, RETENTION_DROPPED
 from api.state import ApiState
 from workflow import compute_eta
@@ -39,32 +39,33 @@ ETA_ANNOUNCE_THRESHOLD = timedelta(seconds=5)
 
 async def refresh_etas_once(state: ApiState) -> int:
     """Recompute the ETA of every due order; publish those that moved. Returns how many."""
-    announcements = []
+    prefix = state.settings.topic_prefix
     async with state.pool.connection() as conn, conn.transaction():
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(DUE_ORDERS_SQL, (state.settings.eta_interval_s,))
             orders = await cur.fetchall()
+        now = datetime.now(UTC)
         for order in orders:
             eta = await compute_eta(conn, order=order, params=state.eta_params)
-            await conn.execute(
-                "UPDATE orders SET eta = %s, eta_computed_at = now() WHERE id = %s",
-                (eta, order["id"]),
-            )
             old = order["eta"]
-            if eta is not None and (old is None or abs(eta - old) >= ETA_ANNOUNCE_THRESHOLD):
-                announcements.append({**order, "eta": eta})
+            moved = eta is not None and (old is None or abs(eta - old) >= ETA_ANNOUNCE_THRESHOLD)
+            # Only an announced change is a new version; a silent recomputation is not.
+            await conn.execute(
+                "UPDATE orders SET eta = %s, eta_computed_at = now(),"
+                " version = version + %s WHERE id = %s",
+                (eta, 1 if moved else 0, order["id"]),
+            )
+            if moved:
+                await announce_order_event(
+                    conn,
+                    prefix,
+                    {**order, "eta": eta, "version": order["version"] + 1},
+                    event="eta",
+                    previous_status=order["status"],
+                    ts=now,
+                    actor="system",
+                )
     ETA_RECOMPUTED.inc(len(orders))
-    now = datetime.now(UTC)
-    for order in announcements:
-        publish_order_event(
-            state.publisher,
-            state.settings.topic_prefix,
-            order,
-            event="eta",
-            previous_status=order["status"],
-            ts=now,
-            actor="system",
-        )
     return len(orders)
 
 

@@ -33,8 +33,10 @@ PUBLISH_FAILURES = Counter(
     "MQTT publishes that failed and were retried",
     registry=REGISTRY,
 )
-PUBLISH_QUEUE = Gauge(
-    "fleetpulse_api_mqtt_queue", "Messages waiting to be published on MQTT", registry=REGISTRY
+OUTBOX_BACKLOG = Gauge(
+    "fleetpulse_api_outbox_backlog",
+    "Announcements in the outbox batch being relayed (0: the outbox is empty)",
+    registry=REGISTRY,
 )
 ETA_RECOMPUTED = Counter(
     "fleetpulse_api_eta_recomputed_total", "ETA recomputations of active orders", registry=REGISTRY
@@ -44,16 +46,11 @@ RETENTION_DROPPED = Counter(
     "Position chunks dropped by retention",
     registry=REGISTRY,
 )
-EMERGENCIES = Counter(
-    "fleetpulse_api_mqtt_emergencies_total",
-    "Emergencies received over MQTT, by outcome (stored, already_stored, invalid, retried)",
-    ["outcome"],
-    registry=REGISTRY,
-)
-DELIVERY_REPORTS = Counter(
-    "fleetpulse_api_mqtt_delivery_reports_total",
-    "Couriers' delivery status reports over MQTT, by outcome"
-    " (applied, repeat, rejected, invalid, retried)",
-    ["outcome"],
+DEVICE_REPORTS = Counter(
+    "fleetpulse_api_device_reports_total",
+    "Couriers' MQTT reports (kind: status, emergency) taken from the device_reports inbox, by"
+    " outcome: applied, repeat, rejected, failed (dead-lettered with its reason), deferred"
+    " (waits for the report before it), retried (database unavailable)",
+    ["kind", "outcome"],
     registry=REGISTRY,
 )

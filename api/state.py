@@ -1,4 +1,4 @@
-"""What every route needs: settings, the database pool and the MQTT publisher."""
+"""What every route needs: settings, the database pool and the outbox relay."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from api.errors import ApiError, Conflict, ServiceUnavailable
-from api.publisher import Publisher
+from api.outbox_relay import OutboxRelay
 from config import Settings
 from workflow import EtaParameters
 
@@ -22,7 +22,7 @@ from workflow import EtaParameters
 class ApiState:
     settings: Settings
     pool: AsyncConnectionPool[AsyncConnection[Any]]
-    publisher: Publisher
+    relay: OutboxRelay
     eta_params: EtaParameters
 
     @asynccontextmanager

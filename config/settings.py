@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     api_drain_timeout_s: float = Field(default=10.0, gt=0)
     # A courier without a fix or presence message for this long counts as offline.
     presence_timeout_s: float = Field(default=120.0, gt=0)
+    # The API's report applier and outbox relay (off only to run them elsewhere, or in tests
+    # that stop between commit and publish).
+    report_applier: bool = True
+    outbox_relay: bool = True
+    # A status report that skips a step waits this long for the report it may have overtaken.
+    report_reorder_window_s: float = Field(default=5.0, ge=0, le=600)
     # An active order's ETA is recomputed from new fixes at most this often.
     eta_interval_s: float = Field(default=5.0, gt=0)
     eta_default_speed_mps: float = Field(default=5.0, gt=0, le=60)

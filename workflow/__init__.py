@@ -1,4 +1,4 @@
-"""The delivery workflow shared by the API and ingest: status rules, transitions, ETA."""
+"""The delivery workflow: status rules, transitions, ETA (applied by the API)."""
 
 from workflow.eta import EtaParameters, Fix, estimate_arrival, haversine_m
 from workflow.orders import (
@@ -21,6 +21,7 @@ from workflow.rules import (
     allowed_next,
     allowed_next_for,
     decide,
+    skips_ahead,
 )
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "estimate_arrival",
     "haversine_m",
     "load_order",
+    "skips_ahead",
 ]

@@ -1,7 +1,8 @@
-"""Applying workflow transitions and ETAs to the database, for the API and ingest alike.
+"""Applying workflow transitions and ETAs to the database (the API is their one writer).
 
-Each function runs inside the caller's transaction; the caller publishes the returned
-change only after it has committed.
+Each function runs inside the caller's transaction; the caller queues the announcement of
+the returned change in the outbox in that same transaction. Every change of an order
+bumps ``orders.version``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from workflow.rules import (
 
 ORDER_COLUMNS = (
     "id, restaurant_id, customer_uid, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon,"
-    " promised_at, status, courier_id, eta, created_at, updated_at, delivered_at"
+    " promised_at, status, courier_id, eta, created_at, updated_at, delivered_at, version"
 )
 
 
@@ -163,7 +164,8 @@ async def apply_status(
         await cur.execute(
             f"""
             UPDATE orders SET status = %s, eta = %s, eta_computed_at = now(), updated_at = %s,
-                delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END
+                delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END,
+                version = version + 1
             WHERE id = %s RETURNING {ORDER_COLUMNS}
             """,
             (wanted, eta, when, wanted, when, order_id),
@@ -228,9 +230,9 @@ async def _insert_event(
     payload = {**payload, "actor": {"role": actor.role, "uid": actor.uid}, "source": source}
     await conn.execute(
         """
-        INSERT INTO events (event_time, kind, source_kind, source_id, order_id, payload,
-                            dedup_key)
-        VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING
+        INSERT INTO order_events (event_time, kind, source_kind, source_id, order_id, payload,
+                                  dedup_key)
+        VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dedup_key) DO NOTHING
         """,
         (at, kind, source_kind, source_id, order_id, json.dumps(payload, default=str), dedup_key),
     )

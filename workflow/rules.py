@@ -1,6 +1,6 @@
 """The delivery status workflow: which status may follow which, and who may move it there.
 
-Pure rules, shared by the REST API and the ingest worker (courier reports over MQTT), so a
+Pure rules, applied alike to REST calls and to couriers' reports over MQTT, so a
 transition means the same thing whichever way it arrives.
 """
 
@@ -115,6 +115,15 @@ def decide(current: Status | str, target: Status | str, *, role: Role) -> Decisi
             )
         )
     return Decision(now, wanted, "apply")
+
+
+def skips_ahead(current: Status | str, target: Status | str) -> bool:
+    """Whether `target` lies further along the happy path than the next step: a report
+    that may have overtaken the one before it (see api/reports.py)."""
+    now, wanted = Status(current), Status(target)
+    if now in TERMINAL or wanted == Status.CANCELLED:
+        return False
+    return _RANK[wanted] > _RANK[now] + 1
 
 
 def _previous_on_path(status: Status) -> Status:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
 from psycopg.rows import dict_row
 
+from api.announcements import announce_alert
 from api.errors import ERROR_RESPONSES, Conflict, NotFound
-from api.events import publish_alert
 from api.schemas import Alert, AlertIn, AlertList
 from api.security import AdminPrincipal, CurrentPrincipal, require
 from api.state import State
@@ -24,7 +22,7 @@ ALERT_COLUMNS = "id, courier_id, raised_at, lat, lon, message, acknowledged_by, 
 @router.post("/alerts", status_code=201)
 async def raise_alert(body: AlertIn, state: State, principal: CurrentPrincipal) -> Alert:
     """A courier raises an emergency (also possible over MQTT on
-    `fleet/couriers/{id}/emergency`). It is stored and published for admins at once."""
+    `fleet/couriers/{id}/emergency`). It is stored and announced to admins at once."""
     require(principal, "courier")
     courier_id = principal.courier_id or ""
     if body.courier_id is not None and body.courier_id != courier_id:
@@ -40,27 +38,7 @@ async def raise_alert(body: AlertIn, state: State, principal: CurrentPrincipal) 
         )
         alert = await cur.fetchone()
         assert alert is not None
-        await cur.execute(
-            """
-            INSERT INTO events (event_time, kind, source_kind, source_id, payload, dedup_key)
-            VALUES (%s, 'emergency', 'courier', %s, %s, %s)
-            """,
-            (
-                now,
-                courier_id,
-                json.dumps(
-                    {
-                        "alert_id": alert["id"],
-                        "lat": body.lat,
-                        "lon": body.lon,
-                        "message": body.message,
-                        "source": "rest",
-                    }
-                ),
-                f"rest:{uuid.uuid4().hex}",
-            ),
-        )
-    publish_alert(state.publisher, state.settings.topic_prefix, alert, kind="alert_raised")
+        await announce_alert(conn, state.settings.topic_prefix, alert, kind="alert_raised")
     return Alert(**alert)
 
 
@@ -107,6 +85,6 @@ async def acknowledge_alert(
             (principal.uid, alert_id),
         )
         alert = await cur.fetchone()
-    assert alert is not None
-    publish_alert(state.publisher, state.settings.topic_prefix, alert, kind="alert_acknowledged")
+        assert alert is not None
+        await announce_alert(conn, state.settings.topic_prefix, alert, kind="alert_acknowledged")
     return Alert(**alert)

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from psycopg.rows import dict_row
 
+from api.announcements import announce_assignment, announce_order_event, announce_status_change
 from api.errors import ERROR_RESPONSES, Conflict, Forbidden, InvalidTransition, NotFound
-from api.events import publish_assignment, publish_order_event, publish_status_change
 from api.schemas import (
     AssignmentIn,
     BatchStatusIn,
@@ -156,8 +156,8 @@ async def order_events(
         async with conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(
                 """
-                SELECT event_time AS time, kind, source_kind, source_id, payload FROM events
-                WHERE order_id = %s ORDER BY event_time, received_at
+                SELECT event_time AS time, kind, source_kind, source_id, payload
+                FROM order_events WHERE order_id = %s ORDER BY event_time, id
                 """,
                 (order_id,),
             )
@@ -171,7 +171,7 @@ async def assign_order(
 ) -> Order:
     """Assign or reassign a courier (admin). The courier gets the assignment on
     `fleet/couriers/{id}/assignments` at QoS 1, a previous courier an unassignment, and the
-    order's status event goes out for the bridge."""
+    order's status event goes out for the bridge (all through the outbox)."""
     require(principal, "admin")
     actor = actor_of(principal)
     now = datetime.now(UTC)
@@ -208,7 +208,7 @@ async def assign_order(
             await dcur.execute(
                 f"""
                 UPDATE orders SET courier_id = %s, status = %s, eta = %s,
-                    eta_computed_at = now(), updated_at = %s
+                    eta_computed_at = now(), updated_at = %s, version = version + 1
                 WHERE id = %s RETURNING {ORDER_COLUMNS}
                 """,
                 (body.courier_id, status, eta, now, order_id),
@@ -223,30 +223,30 @@ async def assign_order(
             previous_courier_id=previous_courier,
             at=now,
         )
-    prefix = state.settings.topic_prefix
-    if previous_courier is not None:
-        publish_assignment(
-            state.publisher,
+        prefix = state.settings.topic_prefix
+        if previous_courier is not None:
+            await announce_assignment(
+                conn,
+                prefix,
+                updated,
+                courier_id=previous_courier,
+                kind="unassignment",
+                ts=now,
+                reason=f"reassigned to {body.courier_id}",
+            )
+        await announce_assignment(
+            conn, prefix, updated, courier_id=body.courier_id, kind="assignment", ts=now
+        )
+        await announce_order_event(
+            conn,
             prefix,
             updated,
-            courier_id=previous_courier,
-            kind="unassignment",
+            event="assignment",
+            previous_status=current,
             ts=now,
-            reason=f"reassigned to {body.courier_id}",
+            actor=actor.uid,
+            previous_courier_id=previous_courier,
         )
-    publish_assignment(
-        state.publisher, prefix, updated, courier_id=body.courier_id, kind="assignment", ts=now
-    )
-    publish_order_event(
-        state.publisher,
-        prefix,
-        updated,
-        event="assignment",
-        previous_status=current,
-        ts=now,
-        actor=actor.uid,
-        previous_courier_id=previous_courier,
-    )
     return order_out(updated, actor)
 
 
@@ -263,8 +263,8 @@ async def _change_status(
             source="rest",
             eta_params=state.eta_params,
         )
-    if change.outcome == "applied":
-        publish_status_change(state.publisher, state.settings.topic_prefix, change)
+        if change.outcome == "applied":
+            await announce_status_change(conn, state.settings.topic_prefix, change)
     return change
 
 

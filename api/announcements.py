@@ -1,11 +1,13 @@
-"""Turning committed changes into MQTT messages (protocol.server_topics)."""
+"""Committed changes as server messages (protocol.server_topics), queued in the outbox in
+the same transaction as the change (store.outbox); the relay publishes them."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Literal
 
-from api.publisher import Publisher
+from psycopg import AsyncConnection
+
 from protocol.server_topics import (
     AlertMessage,
     AssignmentMessage,
@@ -15,11 +17,14 @@ from protocol.server_topics import (
     order_status_message,
     order_status_topic,
 )
+from store import outbox
 from workflow import Status, StatusChange
 
+Conn = AsyncConnection[Any]
 
-def publish_order_event(
-    publisher: Publisher,
+
+async def announce_order_event(
+    conn: Conn,
     prefix: str,
     order: dict[str, Any],
     *,
@@ -39,11 +44,13 @@ def publish_order_event(
         note=note,
         previous_courier_id=previous_courier_id,
     )
-    publisher.publish(order_status_topic(order["id"], prefix=prefix), message.encode(), kind=event)
+    await outbox.enqueue(
+        conn, topic=order_status_topic(order["id"], prefix=prefix), message=message, kind=event
+    )
 
 
-def publish_assignment(
-    publisher: Publisher,
+async def announce_assignment(
+    conn: Conn,
     prefix: str,
     order: dict[str, Any],
     *,
@@ -62,15 +69,18 @@ def publish_assignment(
         promised_at=order["promised_at"],
         ts=ts,
         reason=reason,
+        version=order["version"],
     )
-    publisher.publish(assignments_topic(courier_id, prefix=prefix), message.encode(), kind=kind)
+    await outbox.enqueue(
+        conn, topic=assignments_topic(courier_id, prefix=prefix), message=message, kind=kind
+    )
 
 
-def publish_status_change(publisher: Publisher, prefix: str, change: StatusChange) -> None:
+async def announce_status_change(conn: Conn, prefix: str, change: StatusChange) -> None:
     """Announce an applied workflow step; a cancellation also unassigns the courier."""
     assert change.order is not None
-    publish_order_event(
-        publisher,
+    await announce_order_event(
+        conn,
         prefix,
         change.order,
         event="status",
@@ -80,8 +90,8 @@ def publish_status_change(publisher: Publisher, prefix: str, change: StatusChang
         note=change.note,
     )
     if change.status == Status.CANCELLED and change.order["courier_id"]:
-        publish_assignment(
-            publisher,
+        await announce_assignment(
+            conn,
             prefix,
             change.order,
             courier_id=change.order["courier_id"],
@@ -91,17 +101,17 @@ def publish_status_change(publisher: Publisher, prefix: str, change: StatusChang
         )
 
 
-def publish_alert(
-    publisher: Publisher,
+async def announce_alert(
+    conn: Conn,
     prefix: str,
     alert: dict[str, Any],
     *,
     kind: Literal["alert_raised", "alert_acknowledged"],
 ) -> None:
-    message = AlertMessage(type=kind, alert_id=alert["id"], **_alert_fields(alert))
-    publisher.publish(alerts_topic(alert["courier_id"], prefix=prefix), message.encode(), kind=kind)
-
-
-def _alert_fields(alert: dict[str, Any]) -> dict[str, Any]:
     keys = ("courier_id", "raised_at", "lat", "lon", "message", "acknowledged_by")
-    return {key: alert[key] for key in (*keys, "acknowledged_at")}
+    message = AlertMessage(
+        type=kind, alert_id=alert["id"], **{key: alert[key] for key in (*keys, "acknowledged_at")}
+    )
+    await outbox.enqueue(
+        conn, topic=alerts_topic(alert["courier_id"], prefix=prefix), message=message, kind=kind
+    )

@@ -1,0 +1,281 @@
+"""Couriers' reports are applied at least once, and announced once, whatever dies when.
+
+Everything is real and separate: Mosquitto, PostgreSQL, `python -m ingest` and
+`python -m api` as child processes. Reports travel device -> ingest (inbox, PUBACK after
+commit) -> the API's applier (workflow + outbox, one transaction) -> the outbox relay ->
+`{prefix}/orders/{id}/status`. The test reads the outcome in the database and on MQTT.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.api_harness import ApiProcess
+from tests.ingest_harness import Worker, count_rows, running_worker, wait_until
+from tests.mqtt5 import ACCEPTED, Mqtt5Client
+from tests.services import Services, running_services
+
+WALK = ("picked_up", "out_for_delivery", "delivered")
+
+
+@pytest.fixture(scope="module")
+def own_services() -> Iterator[Services]:
+    """Services of this module alone: no other test's API applies these reports."""
+    with running_services() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def ingest(own_services: Services) -> Iterator[Worker]:
+    with running_worker(own_services, group="durability") as worker:
+        yield worker
+
+
+def make_orders(services: Services, unique: str, count: int) -> tuple[str, list[str]]:
+    """`count` orders assigned to one courier, straight in the database."""
+    courier = f"c-{unique}"
+    orders = [f"o-{unique}-{i}" for i in range(count)]
+    promised = datetime.now(UTC) + timedelta(hours=1)
+    with psycopg.connect(services.dsn, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO restaurants (id, name, lat, lon) VALUES (%s, 'R', 52.5, 13.4)",
+            (f"r-{unique}",),
+        )
+        conn.execute("INSERT INTO couriers (id, name) VALUES (%s, 'C')", (courier,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO orders (id, restaurant_id, customer_uid, pickup_lat, pickup_lon,"
+                " dropoff_lat, dropoff_lon, promised_at, status, courier_id)"
+                " VALUES (%s, %s, 'cust', 52.5, 13.4, 52.52, 13.45, %s, 'assigned', %s)",
+                [(order, f"r-{unique}", promised, courier) for order in orders],
+            )
+    return courier, orders
+
+
+def device(services: Services) -> Mqtt5Client:
+    """Publishes as any device (the local `loadgen` account), QoS 1."""
+    credentials = services.credentials("loadgen")
+    client = Mqtt5Client(
+        host=services.mosquitto.host,
+        port=services.mosquitto.port,
+        username=credentials.username,
+        password=credentials.password,
+    )
+    assert client.open() == 0
+    return client
+
+
+def listener(services: Services, topic: str) -> Mqtt5Client:
+    credentials = services.credentials("bridge")
+    client = Mqtt5Client(
+        host=services.mosquitto.host,
+        port=services.mosquitto.port,
+        username=credentials.username,
+        password=credentials.password,
+    )
+    assert client.open() == 0
+    assert client.subscribe(topic) == 1
+    return client
+
+
+def report(client: Mqtt5Client, courier: str, order: str, status: str, ts: float) -> None:
+    topic = f"fleet/couriers/{courier}/deliveries/{order}/status"
+    assert client.publish(topic, json.dumps({"status": status, "ts": ts})) in ACCEPTED
+
+
+def statuses(services: Services, orders: list[str]) -> dict[str, str]:
+    with psycopg.connect(services.dsn) as conn:
+        rows = conn.execute(
+            "SELECT id, status FROM orders WHERE id = ANY(%s)", (orders,)
+        ).fetchall()
+    return {str(order): str(status) for order, status in rows}
+
+
+def outcomes(services: Services, courier: str) -> int:
+    return count_rows(
+        services.dsn,
+        "SELECT count(*) FROM report_outcomes o JOIN device_reports r ON r.id = o.report_id"
+        " WHERE r.courier_id = %s",
+        (courier,),
+    )
+
+
+def status_announcements(messages: list[tuple[str, bytes]]) -> dict[tuple[str, str], set[int]]:
+    """(order, status) -> the distinct event ids that announced it."""
+    seen: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for _, payload in messages:
+        message = json.loads(payload)
+        if message["event"] == "status":
+            seen[(message["order_id"], message["status"])].add(message["event_id"])
+    return seen
+
+
+def test_kill_9_of_the_applier_loses_no_report_and_announces_each_change_once(
+    own_services: Services, ingest: Worker
+) -> None:
+    unique = uuid.uuid4().hex[:8]
+    courier, orders = make_orders(own_services, unique, 200)
+    announcements = listener(own_services, "fleet/orders/+/status")
+    api = ApiProcess(own_services).start()
+    publisher = device(own_services)
+    try:
+        start = time.time() - 60
+        for step, status in enumerate(WALK):
+            for order in orders:
+                report(publisher, courier, order, status, start + step)
+        wait_until(
+            lambda: outcomes(own_services, courier) >= 150,
+            timeout=120,
+            what="the applier to be under way",
+        )
+        api.kill()
+        assert outcomes(own_services, courier) < len(orders) * len(WALK)
+        api = ApiProcess(own_services).start()
+        wait_until(
+            lambda: outcomes(own_services, courier) == len(orders) * len(WALK),
+            timeout=180,
+            what="every report to be decided after the restart",
+        )
+        assert set(statuses(own_services, orders).values()) == {"delivered"}
+        expected = {(order, status) for order in orders for status in WALK}
+        seen: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+        def all_announced() -> bool:
+            for key, ids in status_announcements(announcements.received(0.2)).items():
+                seen[key].update(ids)
+            return set(seen) >= expected
+
+        wait_until(all_announced, timeout=120, what="every change to be announced")
+        # A relay killed between PUBACK and marking the row sent repeats the same event_id;
+        # a change is never announced under two ids.
+        assert {key: len(ids) for key, ids in seen.items()} == dict.fromkeys(expected, 1)
+        with psycopg.connect(own_services.dsn) as conn:
+            applied = conn.execute(
+                "SELECT o.outcome, count(*) FROM report_outcomes o"
+                " JOIN device_reports r ON r.id = o.report_id WHERE r.courier_id = %s"
+                " GROUP BY o.outcome",
+                (courier,),
+            ).fetchall()
+        assert dict(applied) == {"applied": len(orders) * len(WALK)}
+    finally:
+        publisher.close()
+        announcements.close()
+        api.close()
+
+
+def test_reports_sent_while_the_api_is_down_are_applied_when_it_returns(
+    own_services: Services, ingest: Worker
+) -> None:
+    unique = uuid.uuid4().hex[:8]
+    courier, orders = make_orders(own_services, unique, 20)
+    announcements = listener(own_services, "fleet/orders/+/status")
+    api = ApiProcess(own_services).start()
+    publisher = device(own_services)
+    try:
+        assert api.terminate() == 0
+        stopped = time.monotonic()
+        start = time.time() - 60
+        for order in orders:
+            report(publisher, courier, order, "picked_up", start)
+        emergency = {"ts": start, "lat": 52.5, "lon": 13.4, "message": "while the API is down"}
+        assert publisher.publish(f"fleet/couriers/{courier}/emergency", json.dumps(emergency)) in (
+            ACCEPTED
+        )
+        wait_until(
+            lambda: (
+                count_rows(
+                    own_services.dsn,
+                    "SELECT count(*) FROM device_reports WHERE courier_id = %s",
+                    (courier,),
+                )
+                == len(orders) + 1
+            ),
+            timeout=60,
+            what="ingest to store every report",
+        )
+        # The API stays down for 30 s; nothing is applied meanwhile, nothing is lost.
+        time.sleep(max(0.0, 30 - (time.monotonic() - stopped)))
+        assert outcomes(own_services, courier) == 0
+        assert set(statuses(own_services, orders).values()) == {"assigned"}
+        api = ApiProcess(own_services).start()
+        wait_until(
+            lambda: outcomes(own_services, courier) == len(orders) + 1,
+            timeout=120,
+            what="the reports to be applied",
+        )
+        assert set(statuses(own_services, orders).values()) == {"picked_up"}
+        assert (
+            count_rows(
+                own_services.dsn,
+                "SELECT count(*) FROM alerts WHERE courier_id = %s AND message = %s",
+                (courier, emergency["message"]),
+            )
+            == 1
+        )
+        seen: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+        def all_announced() -> bool:
+            for key, ids in status_announcements(announcements.received(0.2)).items():
+                seen[key].update(ids)
+            return len(seen) >= len(orders)
+
+        wait_until(all_announced, timeout=60, what="the announcements")
+        assert set(seen) == {(order, "picked_up") for order in orders}
+    finally:
+        publisher.close()
+        announcements.close()
+        api.close()
+
+
+def test_a_crash_between_commit_and_publish_announces_after_restart_once(
+    own_services: Services, ingest: Worker
+) -> None:
+    """The API commits the change and its outbox row, then dies before relaying it (the
+    relay is switched off here, which is the same moment made to last)."""
+    unique = uuid.uuid4().hex[:8]
+    courier, (order,) = make_orders(own_services, unique, 1)
+    announcements = listener(own_services, f"fleet/orders/{order}/status")
+    api = ApiProcess(own_services, extra_env={"FLEETPULSE_OUTBOX_RELAY": "false"}).start()
+    publisher = device(own_services)
+    try:
+        report(publisher, courier, order, "picked_up", time.time() - 5)
+        wait_until(
+            lambda: statuses(own_services, [order]) == {order: "picked_up"},
+            timeout=60,
+            what="the report to be applied",
+        )
+        waiting = count_rows(
+            own_services.dsn,
+            "SELECT count(*) FROM outbox WHERE topic = %s",
+            (f"fleet/orders/{order}/status",),
+        )
+        assert waiting == 1
+        api.kill()
+        assert announcements.received(0.5) == []
+        api = ApiProcess(own_services).start()
+        topic, payload = announcements.next_message(timeout=30)
+        message = json.loads(payload)
+        assert (message["order_id"], message["status"]) == (order, "picked_up")
+        assert isinstance(message["event_id"], int)
+        assert message["version"] >= 2
+        assert announcements.received(2.0) == []  # once
+        assert (
+            count_rows(
+                own_services.dsn,
+                "SELECT count(*) FROM outbox WHERE topic = %s",
+                (topic,),
+            )
+            == 0
+        )
+    finally:
+        publisher.close()
+        announcements.close()
+        api.close()
