@@ -87,7 +87,7 @@ def test_demo_fleet_delivers_orders_and_stops_cleanly(tmp_path: Path) -> None:
         assert query("SELECT count(*) FROM positions WHERE source_kind = 'vehicle'") > 0
         # Each delivered order walked the whole workflow, as the couriers' phones reported it.
         walked = query(
-            "SELECT count(*) FROM (SELECT order_id FROM events WHERE kind = 'status'"
+            "SELECT count(*) FROM (SELECT order_id FROM order_events WHERE kind = 'status'"
             " AND payload->>'source' = 'mqtt' GROUP BY order_id"
             " HAVING count(DISTINCT payload->>'to') = 3) AS complete"
         )
