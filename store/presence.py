@@ -109,9 +109,8 @@ async def read_presence(
     conn: AsyncConnection[Any], courier_ids: Collection[str] | None = None
 ) -> dict[str, CourierPresence]:
     """Each courier's presence as stored, by courier id: the given couriers, or all."""
-    if courier_ids is None:
-        query, params = PRESENCE_SQL, ()
-    else:
+    query, params = PRESENCE_SQL, tuple[object, ...]()
+    if courier_ids is not None:
         if not courier_ids:
             return {}
         query, params = PRESENCE_SQL + " WHERE c.id = ANY(%s)", (list(courier_ids),)
