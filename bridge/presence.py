@@ -2,8 +2,8 @@
 same definition of online as the API (store.presence).
 
 A presence message replaces the previous one when it arrives, whatever its `ts` (a will is
-older than the `online` it follows). A courier heard of (presence or fix) for nothing for the
-timeout is announced `offline`; a fix arriving after an `offline` announces it back.
+older than the `online` it follows). A courier from whom nothing (presence or fix) arrived
+for the timeout is announced `offline`; a fix arriving after an `offline` announces them back.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Heard:
             presence_received=_at(self.presence_arrival),
             fix_received=_at(self.fix_arrival),
             has_active_order=has_active_order,
-            now=_at(now) or datetime.now(UTC),
+            now=datetime.fromtimestamp(now, UTC),
             timeout_s=timeout_s,
         )
 
