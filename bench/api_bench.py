@@ -237,11 +237,12 @@ def main() -> int:
 def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[str, float]:
     """The API's own queries straight through psycopg: what HTTP and the API add is the
     difference."""
-    from api.routes.analytics import COURIERS_SQL, FIXES_SQL, ORDERS_SQL
+    from api.routes.analytics import COURIERS_ACTIVE_SQL, FIXES_SQL, ORDERS_SQL
     from api.routes.positions import LAST_POSITIONS_SQL
+    from store.presence import PRESENCE_SQL
 
     start_1h = end - timedelta(hours=1)
-    params = {"start": start_1h, "end": end, "timeout": 120.0, "bucket": 60}
+    params = {"start": start_1h, "end": end, "bucket": 60}
     track_sql = """
         SELECT time_bucket(make_interval(secs => 60), fix_time) AS bucket,
                last(lat, fix_time), last(lon, fix_time), avg(speed), count(*)
@@ -252,8 +253,9 @@ def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[s
         conn.execute("SET TIME ZONE 'UTC'")
 
         def analytics() -> None:
-            for sql in (ORDERS_SQL, COURIERS_SQL, FIXES_SQL):
+            for sql in (ORDERS_SQL, COURIERS_ACTIVE_SQL, FIXES_SQL):
                 conn.execute(sql, params).fetchall()
+            conn.execute(PRESENCE_SQL).fetchall()
 
         return {
             "last_positions": median_ms(

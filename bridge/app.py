@@ -37,6 +37,11 @@ log = logging.getLogger("bridge")
 CACHE_SWEEP_INTERVAL_S = 30.0
 
 
+def presence_check_interval(settings: Settings) -> float:
+    """How often silent couriers are looked for: a tenth of the timeout, at most 1 s."""
+    return min(1.0, settings.presence_timeout_s / 10)
+
+
 def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starlette:
     """The bridge. The verifier is built (and the auth settings checked) and the MQTT account
     resolved right here, so a misconfigured process refuses to start."""
@@ -72,6 +77,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
             subscriptions=subscriptions,
             metrics=metrics,
             max_future_skew_s=settings.max_future_skew_s,
+            presence_timeout_s=settings.presence_timeout_s,
         )
         relay = MqttRelay(
             settings=settings,
@@ -92,6 +98,10 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
                     ),
                     group.create_task(hub.run_catch_up(), name="position-catch-up"),
                     group.create_task(hub.run_loop_lag_probe(), name="loop-lag-probe"),
+                    group.create_task(
+                        hub.run_presence_timeouts(presence_check_interval(settings)),
+                        name="presence-timeouts",
+                    ),
                     group.create_task(
                         hub.run_cache_sweeper(CACHE_SWEEP_INTERVAL_S), name="order-cache-sweeper"
                     ),

@@ -33,6 +33,7 @@ from bridge.events import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.orders import Order, OrderDirectory
+from bridge.presence import PresenceTracker
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import Key, SubscriptionManager
 from bridge.topics import FAMILIES, ID_PATTERN, Topics
@@ -77,6 +78,7 @@ class Hub:
         metrics: BridgeMetrics,
         max_future_skew_s: float = 300.0,
         subscribe_timeout_s: float = 5.0,
+        presence_timeout_s: float = 120.0,
     ) -> None:
         self.topics = topics
         self.decoder = MessageDecoder(prefix=topics.prefix, max_future_skew_s=max_future_skew_s)
@@ -92,7 +94,10 @@ class Hub:
         self.watchers: dict[str, set[Client]] = defaultdict(set)
         self.followers: dict[str, set[Client]] = defaultdict(set)
         self.last_fix: dict[str, Fix] = {}
-        self.presence: dict[str, dict[str, Any]] = {}
+        self.presence = PresenceTracker(
+            timeout_s=presence_timeout_s,
+            has_active_order=lambda courier_id: bool(orders.courier_active(courier_id)),
+        )
         self._catch_up: asyncio.Queue[tuple[Client, str]] = asyncio.Queue()
         self._pending_fleet: dict[str, dict[str, Any]] = {}
         self._pending_fleet_received = 0.0
@@ -205,7 +210,10 @@ class Hub:
 
     async def _snapshot(self, client: Client, kind: str, entity_id: str | None) -> dict[str, Any]:
         if kind == "fleet":
-            return await self.snapshots.fleet(self.last_fix, self.presence)
+            return {
+                **await self.snapshots.fleet(self.last_fix),
+                "presence": await self._presence_snapshot(None),
+            }
         orders: list[Order] = []
         couriers: set[str] = set()
         if kind == "order" and entity_id is not None:
@@ -217,12 +225,22 @@ class Hub:
             orders = self.orders.courier_active(entity_id)
             couriers.add(entity_id)
         couriers.update(o.courier_id for o in orders if o.active and o.courier_id)
-        presence = [self.presence[c] for c in couriers if c in self.presence and kind == "courier"]
+        presence = await self._presence_snapshot([entity_id]) if kind == "courier" else []
         return {
             "orders": [o.summary() for o in orders],
             "locations": await self.snapshots.positions(couriers, self.last_fix),
             "presence": presence,
         }
+
+    async def _presence_snapshot(self, couriers: list[str | None] | None) -> list[dict[str, Any]]:
+        """Presence by the one definition (store.presence), from what the database and this
+        bridge know; announces what learning from the database changed."""
+        ids = None if couriers is None else [c for c in couriers if c is not None]
+        stored = await self.snapshots.presence(ids)
+        for frame in self.presence.learn(stored.values()):
+            self._announce_presence(frame, 0.0)
+        active = {c: row.has_active_order for c, row in stored.items()}
+        return self.presence.snapshot(ids, active)
 
     # --- what each client needs -------------------------------------------------------------
     def _wanted_keys(self, client: Client) -> set[Key]:
@@ -340,7 +358,7 @@ class Hub:
             self._relay_fix(position(newest), received)
         for event in decoded.events:
             if isinstance(event, PresenceEvent):
-                self._relay_presence(presence_frame(event), received)
+                self._relay_presence(event, received)
             elif isinstance(event, EmergencyEvent):
                 self._relay_emergency(emergency_frame(event), received)
             # A courier's delivery report is relayed once the workflow applied it (order
@@ -354,6 +372,8 @@ class Hub:
             self.metrics.dropped.labels("stale_position").inc()
             return
         self.last_fix[key] = fix
+        if fix.kind == "courier" and (back := self.presence.on_fix(fix.id, fix.ts)):
+            self._announce_presence(back, received)
         item = fix.item()
         if self.fleet:
             if not self._pending_fleet:
@@ -387,9 +407,16 @@ class Hub:
         for client in clients:
             client.push_event(text, received)
 
-    def _relay_presence(self, frame: dict[str, Any], received: float) -> None:
+    def _relay_presence(self, event: PresenceEvent, received: float) -> None:
+        # By arrival: the newest message wins whatever its ts (a will is older than the
+        # `online` it follows); a repeat of the current one is no news.
+        frame = presence_frame(event)
+        announced = self.presence.on_presence(frame["id"], frame["state"], frame["ts"])
+        if announced is not None:
+            self._announce_presence(announced, received)
+
+    def _announce_presence(self, frame: dict[str, Any], received: float) -> None:
         courier_id = frame["id"]
-        self.presence[courier_id] = frame
         recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
         if recipients:
             self._push(recipients, dict(frame), received)
@@ -472,6 +499,13 @@ class Hub:
                 if client in self.followers.get(courier_id, ()):
                     frame = encode({"type": "location", **item, "sent": now()})
                     client.push_position(f"courier:{courier_id}", frame, 0.0)
+
+    async def run_presence_timeouts(self, interval_s: float) -> None:
+        """Announce `offline` for the couriers silent for the presence timeout."""
+        while True:
+            await asyncio.sleep(interval_s)
+            for frame in self.presence.expire():
+                self._announce_presence(frame, 0.0)
 
     async def run_loop_lag_probe(self, interval_s: float = 0.1) -> None:
         while True:

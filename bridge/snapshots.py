@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.events import Fix
+from store.presence import CourierPresence, read_presence
 
 
 class Snapshots:
@@ -78,13 +79,16 @@ class Snapshots:
         keys = [f"courier:{c}" for c in couriers]
         return [fix.item() for fix in self._newest(stored, relayed, keys)]
 
-    async def fleet(
-        self, relayed: Mapping[str, Fix], presence: Mapping[str, dict[str, Any]]
-    ) -> dict[str, Any]:
+    async def presence(self, couriers: Collection[str] | None) -> dict[str, CourierPresence]:
+        """The stored presence (by arrival) of the given couriers, or of all."""
+        async with self._pool.connection() as conn:
+            return await read_presence(conn, couriers)
+
+    async def fleet(self, relayed: Mapping[str, Fix]) -> dict[str, Any]:
+        """Orders and locations; the hub adds `presence`."""
         stored = await self._last_positions("true", ())
         fixes = self._newest(stored, relayed, list(relayed))
         return {
             "orders": await self._open_orders(),
             "locations": [fix.item() for fix in fixes],
-            "presence": list(presence.values()),
         }

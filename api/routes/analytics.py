@@ -11,6 +11,7 @@ from api.errors import ERROR_RESPONSES
 from api.schemas import Analytics, FixCount
 from api.security import AdminPrincipal
 from api.state import InvalidValue, State
+from store.presence import read_presence
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["analytics"])
 
@@ -30,10 +31,9 @@ FROM orders
 WHERE delivered_at >= %(start)s AND delivered_at < %(end)s
 """
 
-COURIERS_SQL = """
-SELECT count(*) FILTER (WHERE fix_time > now() - make_interval(secs => %(timeout)s)),
-       count(*) FILTER (WHERE fix_time >= %(start)s AND fix_time < %(end)s)
-FROM last_positions WHERE source_kind = 'courier'
+COURIERS_ACTIVE_SQL = """
+SELECT count(*) FROM last_positions
+WHERE source_kind = 'courier' AND fix_time >= %(start)s AND fix_time < %(end)s
 """
 
 FIXES_SQL = """
@@ -52,7 +52,8 @@ async def analytics(
     start: Annotated[datetime | None, Query(description="default: 1 h before end")] = None,
     end: Annotated[datetime | None, Query(description="default: now")] = None,
 ) -> Analytics:
-    """For the period: couriers online now and active in it (by their newest fix), orders
+    """For the period: couriers online now (online or busy, by the same rules as
+    `GET /couriers`) and active in it (by their newest fix), orders
     created by status, deliveries with average and p90 delivery time (created → delivered)
     and on-time rate (delivered by the promised time), and fixes per minute (by fix time)."""
     end = end or datetime.now(UTC)
@@ -66,7 +67,6 @@ async def analytics(
     params = {
         "start": start,
         "end": end,
-        "timeout": state.settings.presence_timeout_s,
         "bucket": bucket_s,
     }
     async with state.transaction() as conn:
@@ -78,11 +78,16 @@ async def analytics(
             None,
             None,
         )
-        cur = await conn.execute(COURIERS_SQL, params)
-        online, active = await cur.fetchone() or (0, 0)
+        cur = await conn.execute(COURIERS_ACTIVE_SQL, params)
+        (active,) = await cur.fetchone() or (0,)
+        presence = await read_presence(conn)
         cur = await conn.execute(FIXES_SQL, params)
         series = await cur.fetchall()
     total = sum(n for _, n in series)
+    now, timeout_s = datetime.now(UTC), state.settings.presence_timeout_s
+    online = sum(
+        p.availability(now=now, timeout_s=timeout_s) != "offline" for p in presence.values()
+    )
     return Analytics(
         start=start,
         end=end,

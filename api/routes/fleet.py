@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
@@ -22,6 +22,7 @@ from api.schemas import (
 )
 from api.security import AdminPrincipal, CurrentPrincipal, require
 from api.state import ApiState, State
+from store.presence import CourierPresence, read_presence
 
 router = APIRouter(responses=ERROR_RESPONSES)
 
@@ -125,59 +126,35 @@ async def delete_restaurant(restaurant_id: IdPath, state: State, _: AdminPrincip
 
 # --- couriers ---------------------------------------------------------------------------
 
-COURIER_QUERY = """
-SELECT c.id, c.name, c.phone, c.created_at, lp.fix_time AS last_fix,
-       pr.event_time AS presence_time, pr.payload ->> 'state' AS presence_state,
-       EXISTS (SELECT 1 FROM orders o WHERE o.courier_id = c.id
-               AND o.status IN ('assigned', 'picked_up', 'out_for_delivery')) AS has_active
-FROM couriers c
-LEFT JOIN last_positions lp ON lp.source_kind = 'courier' AND lp.source_id = c.id
-LEFT JOIN LATERAL (
-    SELECT e.event_time, e.payload FROM events e
-    WHERE e.source_kind = 'courier' AND e.source_id = c.id AND e.kind = 'presence'
-    ORDER BY e.event_time DESC LIMIT 1
-) pr ON true
-"""
+COURIER_COLUMNS = "SELECT c.id, c.name, c.phone, c.created_at FROM couriers c"
 
 
-def availability(row: dict[str, Any], *, now: datetime, timeout_s: float) -> Courier:
-    """online/offline/busy from the newest presence message and the newest fix.
-
-    Nothing heard for `timeout_s` means offline whatever the last presence said; a fix newer
-    than an `offline` presence means the phone is back; an active order or a `busy`
-    presence means busy."""
-    seen = [t for t in (row["last_fix"], row["presence_time"]) if t is not None]
-    last_seen = max(seen) if seen else None
-    state: str
-    if (
-        last_seen is None
-        or now - last_seen > timedelta(seconds=timeout_s)
-        or (
-            row["presence_state"] == "offline"
-            and (row["last_fix"] is None or row["last_fix"] <= row["presence_time"])
-        )
-    ):
-        state = "offline"
-    elif row["presence_state"] == "busy" or row["has_active"]:
-        state = "busy"
-    else:
-        state = "online"
+def _courier(
+    row: dict[str, Any], presence: CourierPresence | None, now: datetime, timeout_s: float
+) -> Courier:
+    """The courier with availability and last seen time by the one definition
+    (store.presence; docs/api.md, "Availability")."""
     return Courier(
         id=row["id"],
         name=row["name"],
         phone=row["phone"],
         created_at=row["created_at"],
-        availability=state,
-        last_seen=last_seen,
+        availability=presence.availability(now=now, timeout_s=timeout_s)
+        if presence is not None
+        else "offline",
+        last_seen=presence.last_heard if presence is not None else None,
     )
 
 
 async def _couriers(state: ApiState, where: str, params: tuple[Any, ...]) -> list[Courier]:
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(COURIER_QUERY + where, params)
-        rows = await cur.fetchall()
+    async with state.transaction() as conn:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(COURIER_COLUMNS + where, params)
+            rows = await cur.fetchall()
+        presence = await read_presence(conn, [row["id"] for row in rows])
     now = datetime.now(UTC)
-    return [availability(r, now=now, timeout_s=state.settings.presence_timeout_s) for r in rows]
+    timeout_s = state.settings.presence_timeout_s
+    return [_courier(row, presence.get(row["id"]), now, timeout_s) for row in rows]
 
 
 @router.post("/couriers", status_code=201, tags=["fleet"])

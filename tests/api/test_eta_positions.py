@@ -216,9 +216,13 @@ def test_last_positions_and_availability(world: World, db: psycopg.Connection[An
         ),
     )
     assert availability(world.courier_id) == "offline"
-    # A fix and a presence older than the timeout (120 s): offline whatever they said.
+    # A fix heard longer ago than the timeout (120 s, by arrival): offline.
     old = now - timedelta(seconds=300)
     store_fixes(db, world.other_courier_id, [(old, 52.5, 13.4, 1.0)])
+    db.execute(
+        "UPDATE last_positions SET received_at = %s WHERE source_id = %s",
+        (old, world.other_courier_id),
+    )
     assert availability(world.other_courier_id) == "offline"
     # An active order makes an online courier busy.
     store_fixes(db, world.other_courier_id, [(now, 52.5, 13.4, 1.0)])
