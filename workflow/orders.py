@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from workflow.eta import EtaParameters, Fix, estimate_arrival
 from workflow.rules import (
     ACTIVE,
+    ASSIGNABLE,
     ActorNotAllowedError,
     Role,
     Status,
@@ -191,25 +192,89 @@ async def apply_status(
     return StatusChange(updated, current, wanted, "applied", when, actor, note)
 
 
-async def record_assignment_event(
+@dataclass(frozen=True)
+class AssignmentChange:
+    """An order given to a courier: the order after the change, who had it before, and the
+    status it had; `changed` is False when the courier already had it."""
+
+    order: dict[str, Any]
+    previous_status: Status
+    previous_courier_id: str | None
+    at: datetime
+    changed: bool
+
+
+class AssignmentError(Exception):
+    """The order cannot take a courier (it is finished)."""
+
+
+class CourierNotFoundError(Exception):
+    def __init__(self, courier_id: str) -> None:
+        self.courier_id = courier_id
+        super().__init__(f"courier {courier_id!r} not found")
+
+
+async def assign_courier(
     conn: AsyncConnection[Any],
     *,
     order_id: str,
-    actor: Actor,
     courier_id: str,
-    previous_courier_id: str | None,
-    at: datetime,
-) -> None:
+    actor: Actor,
+    eta_params: EtaParameters,
+) -> AssignmentChange:
+    """Give the order to `courier_id` (assigning a pending order, or reassigning an active
+    one) inside the caller's transaction. Raises OrderNotFoundError, CourierNotFoundError
+    or AssignmentError."""
+    now = datetime.now(UTC)
+    order = await load_order(conn, order_id, for_update=True)
+    if order is None:
+        raise OrderNotFoundError(order_id)
+    current = Status(order["status"])
+    if current not in ASSIGNABLE:
+        raise AssignmentError(
+            f"order {order_id!r} is {current}; a finished order keeps its courier"
+        )
+    cur = await conn.execute("SELECT 1 FROM couriers WHERE id = %s", (courier_id,))
+    if await cur.fetchone() is None:
+        raise CourierNotFoundError(courier_id)
+    previous_courier = order["courier_id"]
+    if previous_courier == courier_id:
+        return AssignmentChange(order, current, previous_courier, now, changed=False)
+    await conn.execute(
+        "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s AND unassigned_at IS NULL",
+        (now, order_id),
+    )
+    await conn.execute(
+        "INSERT INTO assignments (order_id, courier_id, assigned_by, assigned_at)"
+        " VALUES (%s, %s, %s, %s)",
+        (order_id, courier_id, actor.uid, now),
+    )
+    status = Status.ASSIGNED if current == Status.PENDING else current
+    eta = await compute_eta(
+        conn, order={**order, "status": status, "courier_id": courier_id}, params=eta_params
+    )
+    async with conn.cursor(row_factory=dict_row) as dcur:
+        await dcur.execute(
+            f"""
+            UPDATE orders SET courier_id = %s, status = %s, eta = %s,
+                eta_computed_at = now(), updated_at = %s, version = version + 1
+            WHERE id = %s RETURNING {ORDER_COLUMNS}
+            """,
+            (courier_id, status, eta, now, order_id),
+        )
+        updated = await dcur.fetchone()
+    assert updated is not None
     await _insert_event(
         conn,
         kind="assignment",
-        at=at,
+        at=now,
         actor=actor,
         source="rest",
         order_id=order_id,
-        payload={"courier_id": courier_id, "previous_courier_id": previous_courier_id},
+        payload={"courier_id": courier_id, "previous_courier_id": previous_courier},
         dedup_key=f"rest:{uuid.uuid4().hex}",
     )
+    return AssignmentChange(updated, current, previous_courier, now, changed=True)
 
 
 async def _insert_event(

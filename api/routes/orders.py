@@ -3,7 +3,6 @@ status workflow (single and batch) and each order's event history."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -28,18 +27,21 @@ from api.schemas import (
 from api.security import CurrentPrincipal, actor_of, require
 from api.state import ApiState, State
 from workflow import (
-    ASSIGNABLE,
     ActorNotAllowedError,
     OrderNotFoundError,
-    Status,
     StatusChange,
     TransitionError,
     allowed_next_for,
     apply_status,
-    compute_eta,
     load_order,
 )
-from workflow.orders import ORDER_COLUMNS, Actor, record_assignment_event
+from workflow.orders import (
+    ORDER_COLUMNS,
+    Actor,
+    AssignmentError,
+    CourierNotFoundError,
+    assign_courier,
+)
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["orders"])
 
@@ -174,80 +176,51 @@ async def assign_order(
     order's status event goes out for the bridge (all through the outbox)."""
     require(principal, "admin")
     actor = actor_of(principal)
-    now = datetime.now(UTC)
-    async with state.transaction() as conn:
-        order = await load_order(conn, order_id, for_update=True)
-        if order is None:
-            raise NotFound(f"order {order_id!r} not found")
-        current = Status(order["status"])
-        if current not in ASSIGNABLE:
-            raise Conflict(f"order {order_id!r} is {current}; a finished order keeps its courier")
-        cur = await conn.execute("SELECT 1 FROM couriers WHERE id = %s", (body.courier_id,))
-        if await cur.fetchone() is None:
-            raise NotFound(f"courier {body.courier_id!r} not found")
-        previous_courier = order["courier_id"]
-        if previous_courier == body.courier_id:
-            return order_out(order, actor)
-        await conn.execute(
-            "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s"
-            " AND unassigned_at IS NULL",
-            (now, order_id),
-        )
-        await conn.execute(
-            "INSERT INTO assignments (order_id, courier_id, assigned_by, assigned_at)"
-            " VALUES (%s, %s, %s, %s)",
-            (order_id, body.courier_id, actor.uid, now),
-        )
-        status = Status.ASSIGNED if current == Status.PENDING else current
-        eta = await compute_eta(
-            conn,
-            order={**order, "status": status, "courier_id": body.courier_id},
-            params=state.eta_params,
-        )
-        async with conn.cursor(row_factory=dict_row) as dcur:
-            await dcur.execute(
-                f"""
-                UPDATE orders SET courier_id = %s, status = %s, eta = %s,
-                    eta_computed_at = now(), updated_at = %s, version = version + 1
-                WHERE id = %s RETURNING {ORDER_COLUMNS}
-                """,
-                (body.courier_id, status, eta, now, order_id),
+    prefix = state.settings.topic_prefix
+    try:
+        async with state.transaction() as conn:
+            change = await assign_courier(
+                conn,
+                order_id=order_id,
+                courier_id=body.courier_id,
+                actor=actor,
+                eta_params=state.eta_params,
             )
-            updated = await dcur.fetchone()
-        assert updated is not None
-        await record_assignment_event(
-            conn,
-            order_id=order_id,
-            actor=actor,
-            courier_id=body.courier_id,
-            previous_courier_id=previous_courier,
-            at=now,
-        )
-        prefix = state.settings.topic_prefix
-        if previous_courier is not None:
+            if not change.changed:
+                return order_out(change.order, actor)
+            if change.previous_courier_id is not None:
+                await announce_assignment(
+                    conn,
+                    prefix,
+                    change.order,
+                    courier_id=change.previous_courier_id,
+                    kind="unassignment",
+                    ts=change.at,
+                    reason=f"reassigned to {body.courier_id}",
+                )
             await announce_assignment(
                 conn,
                 prefix,
-                updated,
-                courier_id=previous_courier,
-                kind="unassignment",
-                ts=now,
-                reason=f"reassigned to {body.courier_id}",
+                change.order,
+                courier_id=body.courier_id,
+                kind="assignment",
+                ts=change.at,
             )
-        await announce_assignment(
-            conn, prefix, updated, courier_id=body.courier_id, kind="assignment", ts=now
-        )
-        await announce_order_event(
-            conn,
-            prefix,
-            updated,
-            event="assignment",
-            previous_status=current,
-            ts=now,
-            actor=actor.uid,
-            previous_courier_id=previous_courier,
-        )
-    return order_out(updated, actor)
+            await announce_order_event(
+                conn,
+                prefix,
+                change.order,
+                event="assignment",
+                previous_status=change.previous_status,
+                ts=change.at,
+                actor=actor.uid,
+                previous_courier_id=change.previous_courier_id,
+            )
+    except (OrderNotFoundError, CourierNotFoundError) as exc:
+        raise NotFound(str(exc)) from None
+    except AssignmentError as exc:
+        raise Conflict(str(exc)) from None
+    return order_out(change.order, actor)
 
 
 async def _change_status(
