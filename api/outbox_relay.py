@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from typing import Any
 
 import aiomqtt
@@ -19,6 +18,7 @@ import psycopg
 from api.metrics import OUTBOX_BACKLOG, PUBLISH_FAILURES, PUBLISHED
 from broker import process_credentials
 from config import Settings
+from mqttlink import Backoff
 from protocol.server_topics import SERVER_QOS
 from store import outbox
 
@@ -56,7 +56,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Relay until cancelled, reconnecting to both servers with jittered backoff."""
-        delay = 0.5
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -66,7 +66,7 @@ class OutboxRelay:
                     await conn.execute(f"LISTEN {outbox.OUTBOX_CHANNEL}")
                     async with self._client() as client:
                         self.connected = True
-                        delay = 0.5
+                        backoff.reset()
                         log.info("relaying the outbox to MQTT %s", self._settings.mqtt_url)
                         await self._pump(conn, client)
             except aiomqtt.MqttError as exc:
@@ -77,8 +77,7 @@ class OutboxRelay:
             finally:
                 self.connected = False
                 self.leading = self.standing_by = False
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+            await asyncio.sleep(backoff.next_delay())
 
     def _client(self) -> aiomqtt.Client:
         settings = self._settings
@@ -96,6 +95,7 @@ class OutboxRelay:
     async def _lead(self, conn: psycopg.AsyncConnection[Any]) -> None:
         """Hold the relay lock for as long as this connection lives."""
         announced = False
+        standby = Backoff(base_s=2.0, cap_s=2.0)
         while True:
             cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (RELAY_LOCK_ID,))
             row = await cur.fetchone()
@@ -106,7 +106,7 @@ class OutboxRelay:
             if not announced:
                 log.info("another API instance relays the outbox; standing by")
                 announced = True
-            await asyncio.sleep(2.0 * (0.5 + random.random()))
+            await asyncio.sleep(standby.next_delay())
 
     async def _pump(self, conn: psycopg.AsyncConnection[Any], client: aiomqtt.Client) -> None:
         while True:

@@ -30,6 +30,7 @@ from psycopg import AsyncConnection
 from api.announcements import announce_alert, announce_status_change
 from api.metrics import DEVICE_REPORTS
 from api.state import ApiState
+from mqttlink import Backoff
 from store import reports
 from store.reports import PendingReport
 from workflow import Actor, apply_status, load_order, skips_ahead
@@ -43,14 +44,14 @@ BATCH_LIMIT = 200
 
 async def report_applier_loop(state: ApiState) -> None:
     """Apply reports as they arrive (NOTIFY from ingest, polling as a fallback)."""
-    delay = 0.5
+    backoff = Backoff(base_s=0.5, cap_s=30.0)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                 state.settings.dsn, autocommit=True, connect_timeout=5
             ) as listener:
                 await listener.execute(f"LISTEN {reports.REPORTS_CHANNEL}")
-                delay = 0.5
+                backoff.reset()
                 while True:
                     applied = await apply_pending_reports(state)
                     if applied < BATCH_LIMIT:
@@ -58,8 +59,7 @@ async def report_applier_loop(state: ApiState) -> None:
                             pass
         except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
             log.warning("device reports wait: the database is unavailable (%s)", exc)
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 30.0)
+        await asyncio.sleep(backoff.next_delay())
 
 
 async def apply_pending_reports(state: ApiState) -> int:

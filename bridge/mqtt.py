@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import socket
 import time
 import uuid
@@ -17,29 +16,13 @@ from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import SubscriptionManager
 from broker.accounts import MqttCredentials
 from config import Settings
+from mqttlink import Backoff
 
 log = logging.getLogger("bridge.mqtt")
 
 YIELD_EVERY = 16
 
 OnMessage = Callable[[str, bytes, float], Awaitable[None]]
-
-
-class Backoff:
-    """Full-jitter exponential backoff."""
-
-    def __init__(self, *, base_s: float = 0.2, cap_s: float = 10.0) -> None:
-        self._base_s = base_s
-        self._cap_s = cap_s
-        self._attempt = 0
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self._cap_s, self._base_s * 2**self._attempt)
-        self._attempt = min(self._attempt + 1, 30)
-        return random.uniform(ceiling / 2, ceiling)
 
 
 def client_id(settings: Settings) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
+from mqttlink import Backoff
 from sim.agents import Courier, Job, Message, Vehicle
 from sim.geo import Point
 
@@ -88,18 +89,17 @@ async def stay_online(
     counters: FleetCounters,
 ) -> None:
     """Runs `session` on a fresh connection until cancelled; reconnects with jittered backoff."""
-    backoff = 0.5
-    rng = random.Random(device_id)
+    backoff = Backoff(base_s=0.5, cap_s=30.0, rng=random.Random(device_id))
     while True:
         try:
             async with connect() as client:
-                backoff = 0.5
+                backoff.reset()
                 await session(client)
         except aiomqtt.MqttError as exc:
             counters.reconnects += 1
-            log.warning("%s: %s; reconnecting in %.1f s", device_id, exc, backoff)
-            await asyncio.sleep(backoff * rng.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, 30.0)
+            delay = backoff.next_delay()
+            log.warning("%s: %s; reconnecting in %.1f s", device_id, exc, delay)
+            await asyncio.sleep(delay)
 
 
 async def run_courier(
