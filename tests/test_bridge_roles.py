@@ -65,7 +65,7 @@ async def test_customer_sees_positions_only_from_assignment_to_delivery(
     await apublish(services, f"fleet/couriers/{courier}/location", fix(1.0, 1.0))
     assert locations_of(await client.drain(0.7), courier) == []
 
-    common = {"order_id": order, "restaurant_id": restaurant, "customer_uid": alice}
+    common: dict[str, Any] = {"order_id": order, "restaurant_id": restaurant, "customer_uid": alice}
     await set_order_status(db, services, status="assigned", courier_id=courier, **common)
     status = await client.expect_type("status")
     assert (status["order"], status["status"], status["courier_id"]) == (
