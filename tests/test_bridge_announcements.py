@@ -38,6 +38,7 @@ from tests.bridge_support import (
     Frame,
     WsClient,
     alert_message,
+    assignment_message,
     connected,
     fix,
     next_event_id,
@@ -529,3 +530,26 @@ async def test_a_position_queued_for_a_stalled_socket_is_dropped_when_the_order_
         hub.disconnected(client)
     assert [f["type"] for f in written] == ["subscribed", "snapshot", "status"], written
     assert written[2]["status"] == status
+
+
+async def test_a_repeated_assignment_is_relayed_once(bridge: BridgeProcess, unique: str) -> None:
+    services = bridge.services
+    admin = await connected(bridge, "admin", f"ops{unique}")
+    await admin.subscribe("fleet")
+    repeats_before = bridge.metric(
+        "bridge_announcements_skipped_total", kind="assignment", reason="repeat"
+    )
+    courier, order, last = f"c{unique}", f"o{unique}", f"p{unique}"
+    topic = f"fleet/couriers/{courier}/assignments"
+    assignment = assignment_message(courier_id=courier, order_id=order, version=2)
+    async with mqtt(services, "api") as api:
+        await publish(api, topic, assignment)
+        await publish(api, topic, assignment)
+        await publish(api, topic, assignment_message(courier_id=courier, order_id=last, version=2))
+        _, before = await admin.expect(lambda f: f["type"] == "assignment" and f["order"] == last)
+    assert [f["order"] for f in before if f["type"] == "assignment"] == [order]
+    assert (
+        bridge.metric("bridge_announcements_skipped_total", kind="assignment", reason="repeat")
+        == repeats_before + 1
+    )
+    await admin.close()
