@@ -25,6 +25,7 @@ import pytest
 from psycopg_pool import AsyncConnectionPool
 
 from auth import Principal
+from bridge.announcements import Announcements
 from bridge.client import Client
 from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
@@ -553,3 +554,16 @@ async def test_a_repeated_assignment_is_relayed_once(bridge: BridgeProcess, uniq
         == repeats_before + 1
     )
     await admin.close()
+
+
+def test_the_memory_of_relayed_announcements_is_bounded() -> None:
+    announcements = Announcements(capacity=3)
+    for event_id in range(5):
+        announcements.relayed(event_id)
+    assert [announcements.repeated(n) for n in range(5)] == [False, False, True, True, True]
+    assert not announcements.repeated(None)
+    announcements.status_relayed("o1", 4)
+    announcements.status_relayed("o1", 3)  # an older one never lowers what is known
+    assert announcements.status_version("o1") == 4
+    with pytest.raises(ValueError, match="capacity"):
+        Announcements(capacity=0)
