@@ -1,7 +1,9 @@
 """MQTT payloads turned into the events the bridge relays, and those events into frames.
 
 Only what the browser needs is read; ingest keeps the full record and the dead letters. A
-payload the bridge cannot read raises InvalidPayload and is counted, never relayed.
+payload the bridge cannot read raises InvalidPayload and is counted, never relayed. The
+server's messages (order status, assignments, alerts) are read with the protocol's own
+models (protocol.server_topics), after the raw bounds of protocol.json_limits.
 """
 
 from __future__ import annotations
@@ -10,21 +12,27 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import msgspec
+from pydantic import BaseModel, ValidationError
 
-from protocol.payloads import EmergencyEvent, PresenceEvent
+from protocol.json_limits import json_limit_violation
 from protocol.payloads import Fix as ProtocolFix
+from protocol.payloads import PresenceEvent
+from protocol.server_topics import AlertMessage, AssignmentMessage, OrderStatusMessage
+from protocol.topics import valid_id
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 ORDER_STATUSES: Final = frozenset(
     {"pending", "assigned", "picked_up", "out_for_delivery", "delivered", "cancelled"}
 )
 ACTIVE_STATUSES: Final = frozenset({"assigned", "picked_up", "out_for_delivery"})
+FINISHED_STATUSES: Final = frozenset({"delivered", "cancelled"})
 
-_decoder: Final = msgspec.json.Decoder()
 _encoder: Final = msgspec.json.Encoder()
+
+_Model = TypeVar("_Model", bound=BaseModel)
 
 
 class InvalidPayload(Exception):
@@ -42,39 +50,6 @@ def encode(frame: dict[str, Any]) -> str:
 
 def now() -> float:
     return round(time.time(), 3)
-
-
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidPayload("bad_field", f"{name} must be a number")
-    return float(value)
-
-
-def _optional_number(data: dict[str, Any], name: str) -> float | None:
-    value = data.get(name)
-    return None if value is None else _number(value, name)
-
-
-def epoch_seconds(value: object, name: str = "ts") -> float:
-    """An ISO 8601 time with an offset, or epoch seconds, as epoch seconds."""
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidPayload("bad_field", f"{name} is not ISO 8601") from None
-        if parsed.tzinfo is None:
-            raise InvalidPayload("bad_field", f"{name} needs a UTC offset")
-        return parsed.timestamp()
-    return _number(value, name)
-
-
-def decode(payload: bytes) -> Any:
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise InvalidPayload("too_large")
-    try:
-        return _decoder.decode(payload)
-    except msgspec.DecodeError:
-        raise InvalidPayload("not_json") from None
 
 
 @dataclass(slots=True)
@@ -125,27 +100,76 @@ def presence_frame(event: PresenceEvent) -> dict[str, Any]:
     }
 
 
-def emergency_frame(event: EmergencyEvent) -> dict[str, Any]:
-    return {
-        "type": "emergency",
-        "state": "raised",
-        "alert_id": None,
-        "courier_id": event.courier_id,
-        "lat": event.lat,
-        "lon": event.lon,
-        "ts": event.time.timestamp(),
-        "message": event.message,
-    }
+# --- the server's messages --------------------------------------------------------------
+_VALIDATION_REASONS: Final = {
+    "json_invalid": "not_json",
+    "json_type": "not_json",
+    "model_type": "bad_shape",
+    "model_attributes_type": "bad_shape",
+    "missing": "missing_field",
+    "extra_forbidden": "unknown_field",
+}
+
+
+def _validated(model: type[_Model], payload: bytes) -> _Model:
+    violation = json_limit_violation(payload, max_bytes=MAX_PAYLOAD_BYTES)
+    if violation is not None:
+        raise InvalidPayload(violation.code, violation.reason)
+    try:
+        return model.model_validate_json(payload, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "payload"
+        reason = _VALIDATION_REASONS.get(first["type"], "bad_field")
+        raise InvalidPayload(reason, f"{model.__name__} {where}: {first['msg']}") from None
+
+
+def _epoch(value: datetime, name: str) -> float:
+    if value.tzinfo is None:
+        raise InvalidPayload("bad_field", f"{name} needs a UTC offset")
+    return value.timestamp()
+
+
+def _same_id(topic_id: str, payload_id: str, name: str) -> None:
+    if payload_id != topic_id:
+        raise InvalidPayload(
+            "id_mismatch", f"{name} {payload_id!r} is not the topic's {topic_id!r}"
+        )
+
+
+def _entity_id(value: str | None, name: str) -> str | None:
+    # Ids end up in topic filters the bridge subscribes to: never a wildcard or a level.
+    if value is not None and not valid_id(value):
+        raise InvalidPayload("bad_id", f"{name} is not 1-64 characters of [A-Za-z0-9_-]")
+    return value
+
+
+def _coordinate(value: float | None, name: str) -> float | None:
+    if value is not None and not math.isfinite(value):
+        raise InvalidPayload("bad_field", f"{name} must be a finite number")
+    return value
+
+
+def _version(value: int) -> int | None:
+    """An order's version; None for a message that carries none (0, the model's default)."""
+    if value < 0:
+        raise InvalidPayload("bad_field", "version must not be negative")
+    return value or None
 
 
 @dataclass(slots=True)
 class StatusEvent:
+    """An order's full state after a change, as the API announced it."""
+
     order_id: str
     status: str
     courier_id: str | None
-    restaurant_id: str | None
+    restaurant_id: str
+    customer_uid: str
     eta: str | None
     ts: float
+    version: int | None
+    event_id: int | None
 
     def frame(self) -> dict[str, Any]:
         return {
@@ -155,44 +179,25 @@ class StatusEvent:
             "courier_id": self.courier_id,
             "eta": self.eta,
             "ts": self.ts,
+            "version": self.version,
         }
 
 
-def _optional_id(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise InvalidPayload("bad_field", f"{name} must be a string")
-    return value
-
-
-def _optional_time(data: dict[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    if value is None:
-        return None
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value)).astimezone().isoformat()
-    if isinstance(value, str):
-        epoch_seconds(value, name)
-        return value
-    raise InvalidPayload("bad_field", f"{name} must be a time")
-
-
 def parse_status(order_id: str, payload: bytes) -> StatusEvent:
-    data = decode(payload)
-    if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "a status event is a JSON object")
-    status = data.get("status")
-    if status not in ORDER_STATUSES:
-        raise InvalidPayload("bad_field", f"unknown status {status!r}")
+    message = _validated(OrderStatusMessage, payload)
+    _same_id(order_id, message.order_id, "order_id")
+    if message.status not in ORDER_STATUSES:
+        raise InvalidPayload("bad_field", f"unknown status {message.status!r}")
     return StatusEvent(
         order_id=order_id,
-        status=str(status),
-        courier_id=_optional_id(data, "courier_id"),
-        restaurant_id=_optional_id(data, "restaurant_id"),
-        eta=_optional_time(data, "eta"),
-        ts=epoch_seconds(data.get("ts", time.time())),
+        status=message.status,
+        courier_id=_entity_id(message.courier_id, "courier_id"),
+        restaurant_id=str(_entity_id(message.restaurant_id, "restaurant_id")),
+        customer_uid=message.customer_uid,
+        eta=None if message.eta is None else message.eta.isoformat(),
+        ts=_epoch(message.ts, "ts"),
+        version=_version(message.version),
+        event_id=message.event_id,
     )
 
 
@@ -202,6 +207,8 @@ class AssignmentEvent:
     order_id: str
     action: Literal["assigned", "unassigned"]
     ts: float
+    version: int | None
+    event_id: int | None
 
     def frame(self) -> dict[str, Any]:
         return {
@@ -210,54 +217,68 @@ class AssignmentEvent:
             "order": self.order_id,
             "action": self.action,
             "ts": self.ts,
+            "version": self.version,
         }
 
 
-_ASSIGNMENT_ACTIONS: Final[dict[object, Literal["assigned", "unassigned"]]] = {
-    "assignment": "assigned",
-    "unassignment": "unassigned",
-}
-
-
 def parse_assignment(courier_id: str, payload: bytes) -> AssignmentEvent:
-    data = decode(payload)
-    if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "an assignment is a JSON object")
-    action = _ASSIGNMENT_ACTIONS.get(data.get("type"))
-    if action is None:
-        raise InvalidPayload("bad_field", "type must be assignment or unassignment")
-    order_id = data.get("order_id")
-    if not isinstance(order_id, str) or not order_id:
-        raise InvalidPayload("missing_field", "order_id is required")
+    message = _validated(AssignmentMessage, payload)
+    _same_id(courier_id, message.courier_id, "courier_id")
     return AssignmentEvent(
         courier_id=courier_id,
-        order_id=order_id,
-        action=action,
-        ts=epoch_seconds(data.get("ts", time.time())),
+        order_id=str(_entity_id(message.order_id, "order_id")),
+        action="assigned" if message.type == "assignment" else "unassigned",
+        ts=_epoch(message.ts, "ts"),
+        version=_version(message.version),
+        event_id=message.event_id,
     )
 
 
-def parse_alert(courier_id: str, payload: bytes) -> dict[str, Any]:
+@dataclass(slots=True)
+class AlertEvent:
     """An alert the API stored (`alert_raised`) or an admin acknowledged."""
-    data = decode(payload)
-    if not isinstance(data, dict):
-        raise InvalidPayload("bad_shape", "an alert is a JSON object")
-    kind = data.get("type")
-    if kind not in ("alert_raised", "alert_acknowledged"):
-        raise InvalidPayload("bad_field", f"unknown alert type {kind!r}")
-    message = data.get("message", "")
-    acknowledged_at = data.get("acknowledged_at")
-    return {
-        "type": "emergency",
-        "state": "raised" if kind == "alert_raised" else "acknowledged",
-        "alert_id": data.get("alert_id"),
-        "courier_id": courier_id,
-        "lat": _optional_number(data, "lat"),
-        "lon": _optional_number(data, "lon"),
-        "ts": epoch_seconds(data.get("raised_at", time.time()), "raised_at"),
-        "message": message if isinstance(message, str) else "",
-        "acknowledged_by": _optional_id(data, "acknowledged_by"),
-        "acknowledged_at": None
+
+    alert_id: int
+    state: Literal["raised", "acknowledged"]
+    courier_id: str
+    lat: float | None
+    lon: float | None
+    ts: float
+    message: str
+    acknowledged_by: str | None
+    acknowledged_at: float | None
+    event_id: int | None
+
+    def frame(self) -> dict[str, Any]:
+        return {
+            "type": "emergency",
+            "state": self.state,
+            "alert_id": self.alert_id,
+            "courier_id": self.courier_id,
+            "lat": self.lat,
+            "lon": self.lon,
+            "ts": self.ts,
+            "message": self.message,
+            "acknowledged_by": self.acknowledged_by,
+            "acknowledged_at": self.acknowledged_at,
+        }
+
+
+def parse_alert(courier_id: str, payload: bytes) -> AlertEvent:
+    message = _validated(AlertMessage, payload)
+    _same_id(courier_id, message.courier_id, "courier_id")
+    acknowledged_at = message.acknowledged_at
+    return AlertEvent(
+        alert_id=message.alert_id,
+        state="raised" if message.type == "alert_raised" else "acknowledged",
+        courier_id=courier_id,
+        lat=_coordinate(message.lat, "lat"),
+        lon=_coordinate(message.lon, "lon"),
+        ts=_epoch(message.raised_at, "raised_at"),
+        message=message.message,
+        acknowledged_by=message.acknowledged_by,
+        acknowledged_at=None
         if acknowledged_at is None
-        else epoch_seconds(acknowledged_at, "acknowledged_at"),
-    }
+        else _epoch(acknowledged_at, "acknowledged_at"),
+        event_id=message.event_id,
+    )

@@ -1,12 +1,16 @@
 """Routing: which connected client may see, and wants, each MQTT message.
 
 Per-role visibility (docs/websocket.md):
-- admin: everything; `fleet` is the firehose; every admin socket gets every emergency.
+- admin: everything; `fleet` is the firehose; every admin socket gets every alert (the API's
+  `{prefix}/alerts/{courier_id}`, once: a phone's own emergency topic is the API's input).
 - courier: `courier:<own id>`: their assignments, the status of their orders, their positions.
 - customer: `order:<id>` of their own orders: status and ETA, and the courier's positions only
   while the order is assigned, picked up or out for delivery.
 - restaurant: `restaurant:<own id>` and `order:<id>` of its orders: status and ETA, and the
   courier's positions until delivery.
+
+Server announcements are relayed once (by `event_id`; alerts also by (alert_id, state)) and
+applied to the order cache by the order's `version` (bridge.orders), never by `ts`.
 """
 
 from __future__ import annotations
@@ -18,11 +22,16 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from bridge.announcements import Announcements
 from bridge.client import Client, FleetBatch
 from bridge.events import (
+    AlertEvent,
     Fix,
     InvalidPayload,
-    emergency_frame,
+    StatusEvent,
     encode,
     now,
     parse_alert,
@@ -32,13 +41,13 @@ from bridge.events import (
     presence_frame,
 )
 from bridge.metrics import BridgeMetrics
-from bridge.orders import Order, OrderDirectory
+from bridge.orders import Change, Order, OrderDirectory
 from bridge.presence import PresenceTracker
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import Key, SubscriptionManager
 from bridge.topics import FAMILIES, ID_PATTERN, Topics
 from protocol.decoding import MessageDecoder
-from protocol.payloads import EmergencyEvent, PresenceEvent
+from protocol.payloads import PresenceEvent
 from protocol.topics import TopicError, TopicKind
 
 log = logging.getLogger("bridge.hub")
@@ -76,6 +85,7 @@ class Hub:
         snapshots: Snapshots,
         subscriptions: SubscriptionManager,
         metrics: BridgeMetrics,
+        announcements: Announcements | None = None,
         max_future_skew_s: float = 300.0,
         subscribe_timeout_s: float = 5.0,
         presence_timeout_s: float = 120.0,
@@ -86,6 +96,7 @@ class Hub:
         self.snapshots = snapshots
         self.subscriptions = subscriptions
         self.metrics = metrics
+        self.announcements = announcements or Announcements()
         self._subscribe_timeout_s = subscribe_timeout_s
         self.clients: set[Client] = set()
         self.admins: set[Client] = set()
@@ -339,14 +350,18 @@ class Hub:
             if parsed.from_device:
                 self._relay_device(topic, payload, received)
             elif kind is TopicKind.ORDER_STATUS:
-                await self._relay_status(parsed.entity_id, payload, received)
+                await self._relay_status(parse_status(parsed.entity_id, payload), received)
             elif kind is TopicKind.ASSIGNMENTS:
                 await self._relay_assignment(parsed.entity_id, payload, received)
             elif kind is TopicKind.ALERTS:
-                self._relay_emergency(parse_alert(parsed.entity_id, payload), received)
+                self._relay_alert(parse_alert(parsed.entity_id, payload), received)
         except InvalidPayload as exc:
             self.metrics.mqtt_invalid.labels(exc.reason).inc()
             log.debug("not relayed: %s on %s", exc, topic)
+        except Exception:
+            # One message never stops the relay of the others.
+            self.metrics.mqtt_invalid.labels("internal_error").inc()
+            log.exception("relaying a message on %s failed", topic)
 
     def _relay_device(self, topic: str, payload: bytes, received: float) -> None:
         # The same validation as ingest: the bridge relays exactly what gets stored.
@@ -359,10 +374,9 @@ class Hub:
         for event in decoded.events:
             if isinstance(event, PresenceEvent):
                 self._relay_presence(event, received)
-            elif isinstance(event, EmergencyEvent):
-                self._relay_emergency(emergency_frame(event), received)
             # A courier's delivery report is relayed once the workflow applied it (order
-            # status topic); geofence transitions are not part of the browser protocol.
+            # status topic), an emergency once the API stored it as an alert (alerts topic);
+            # geofence transitions are not part of the browser protocol.
 
     def _relay_fix(self, fix: Fix, received: float) -> None:
         key = fix.key
@@ -421,48 +435,92 @@ class Hub:
         if recipients:
             self._push(recipients, dict(frame), received)
 
-    def _relay_emergency(self, frame: dict[str, Any], received: float) -> None:
-        # Every admin socket, subscribed to anything or not.
-        if self.admins:
-            self._push(self.admins, frame, received)
+    def _repeated(self, kind: str, event_id: int | None) -> bool:
+        if self.announcements.repeated(event_id):
+            self.metrics.announcements_skipped.labels(kind, "repeat").inc()
+            return True
+        return False
+
+    def _relay_alert(self, alert: AlertEvent, received: float) -> None:
+        announcements = self.announcements
+        if self._repeated("alert", alert.event_id):
+            return
+        if announcements.alert_repeated(alert.alert_id, alert.state):
+            self.metrics.announcements_skipped.labels("alert", "repeat").inc()
+        elif self.admins:
+            # Every admin socket, subscribed to anything or not.
+            self._push(self.admins, alert.frame(), received)
+        announcements.relayed(alert.event_id)
+        announcements.alert_relayed(alert.alert_id, alert.state)
+
+    async def _reload(self, order_id: str) -> Change:
+        try:
+            return await self.orders.reload(order_id)
+        except (psycopg.Error, PoolTimeout) as exc:
+            self.metrics.order_reload_failures.inc()
+            log.warning("order %s not reloaded (%s); relaying from the cache", order_id, exc)
+            return None, self.orders.get(order_id)
 
     async def _relay_assignment(self, courier_id: str, payload: bytes, received: float) -> None:
         event = parse_assignment(courier_id, payload)
-        before, after = self.orders.apply_assignment(event)
-        if after is None and self.watchers.get(f"courier:{courier_id}"):
+        if self._repeated("assignment", event.event_id):
+            return
+        known = self.orders.get(event.order_id)
+        if known is None:
             # A new order for a watched courier: learn it, so its status reaches them.
-            await self.orders.load(event.order_id, refresh=True)
-            after = self.orders.get(event.order_id)
-        self._order_changed(before, after)
+            reload = bool(self.watchers.get(f"courier:{courier_id}"))
+        else:
+            # The change's status announcement carries the full state, but may go to a
+            # filter this bridge does not hold: the database has it at this version.
+            reload = event.version is None or event.version > known.version
+        if reload:
+            self._order_changed(*await self._reload(event.order_id))
         recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
         if recipients:
             self._push(recipients, event.frame(), received)
+        self.announcements.relayed(event.event_id)
 
-    async def _relay_status(self, order_id: str, payload: bytes, received: float) -> None:
-        event = parse_status(order_id, payload)
-        before, after = self.orders.apply_status(event)
-        restaurant_id = after.restaurant_id if after else event.restaurant_id
-        if after is None and restaurant_id is None and self._restaurant_watched():
-            loaded = await self.orders.load(order_id, refresh=True)
-            restaurant_id = loaded.restaurant_id if loaded else None
-            after = loaded
-        elif (
-            after is None
-            and restaurant_id is not None
-            and self.watchers.get(f"restaurant:{restaurant_id}")
-        ):
-            # A new order of a watched restaurant.
-            after = await self.orders.load(order_id, refresh=True)
-        self._order_changed(before, after)
+    def _stale(self, event: StatusEvent) -> bool:
+        """Older than the order's version the bridge knows: superseded, never relayed."""
+        if event.version is None:
+            return False
+        cached = self.orders.get(event.order_id)
+        known = max(
+            cached.version if cached is not None else 0,
+            self.announcements.status_version(event.order_id) or 0,
+        )
+        return event.version < known
+
+    async def _relay_status(self, event: StatusEvent, received: float) -> None:
+        order_id = event.order_id
+        if self._repeated("status", event.event_id):
+            return
+        if self._stale(event):
+            self.metrics.announcements_skipped.labels("status", "stale").inc()
+            self.announcements.relayed(event.event_id)
+            return
+        change: Change | None = self.orders.apply_status(event)
+        if change is None:
+            cached = self.orders.get(order_id)
+            if cached is not None and event.version is None:
+                # No version to order it by: the database's row has one.
+                change = await self._reload(order_id)
+            elif cached is None and self.watchers.get(f"restaurant:{event.restaurant_id}"):
+                # A new order of a watched restaurant.
+                change = await self._reload(order_id)
+        if change is not None:
+            # Positions a socket may no longer see stop here, queued ones included,
+            # before the status frame is queued behind them.
+            self._order_changed(*change)
+        order = self.orders.get(order_id)
         recipients = set(self.fleet)
         order_watchers = self.watchers.get(f"order:{order_id}", set())
-        if after is not None:
+        if order is not None:
             # A courier's order:<id> ends with a reassignment to someone else.
-            order_watchers = {c for c in order_watchers if self._owns(c, after)}
+            order_watchers = {c for c in order_watchers if self._owns(c, order)}
         recipients.update(order_watchers)
-        if restaurant_id is not None:
-            recipients.update(self.watchers.get(f"restaurant:{restaurant_id}", ()))
-        courier_id = after.courier_id if after else event.courier_id
+        recipients.update(self.watchers.get(f"restaurant:{event.restaurant_id}", ()))
+        courier_id = order.courier_id if order is not None else event.courier_id
         if courier_id is not None:
             recipients.update(
                 c
@@ -472,9 +530,8 @@ class Hub:
             )
         if recipients:
             self._push(recipients, event.frame(), received)
-
-    def _restaurant_watched(self) -> bool:
-        return any(channel.startswith("restaurant:") for channel in self.watchers)
+        self.announcements.relayed(event.event_id)
+        self.announcements.status_relayed(order_id, event.version)
 
     # --- background duties ------------------------------------------------------------------
     async def run_fleet_batcher(self, interval_s: float) -> None:

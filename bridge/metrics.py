@@ -57,6 +57,18 @@ class BridgeMetrics:
             ["reason"],
             registry=r,
         )
+        self.announcements_skipped = Counter(
+            "bridge_announcements_skipped_total",
+            "Server messages not relayed, by kind and reason: `repeat` (an event_id or an "
+            "alert state already relayed), `stale` (older than the order's known version)",
+            ["kind", "reason"],
+            registry=r,
+        )
+        self.order_reload_failures = Counter(
+            "bridge_order_reload_failures_total",
+            "Orders an announcement asked to read again from the database that could not be",
+            registry=r,
+        )
         self.mqtt_filters = Gauge(
             "bridge_mqtt_filters", "Topic filters the bridge is subscribed to", registry=r
         )

@@ -11,9 +11,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.events import ACTIVE_STATUSES, AssignmentEvent, StatusEvent
+from bridge.events import ACTIVE_STATUSES, FINISHED_STATUSES, StatusEvent
 
-_COLUMNS = "id, restaurant_id, customer_uid, courier_id, status, eta, updated_at"
+_COLUMNS = "id, restaurant_id, customer_uid, courier_id, status, eta, updated_at, version"
 
 
 @dataclass(slots=True)
@@ -24,12 +24,21 @@ class Order:
     courier_id: str | None
     status: str
     eta: str | None
-    # Epoch seconds of the newest change applied, so an older event never wins.
+    # Epoch seconds of the newest change applied (shown to browsers; never used to order).
     ts: float
+    # orders.version of the newest change applied: announcements apply in this order only.
+    version: int
 
     @property
     def active(self) -> bool:
         return self.status in ACTIVE_STATUSES and self.courier_id is not None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    def copy(self) -> Order:
+        return Order(**{name: getattr(self, name) for name in Order.__slots__})
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -38,6 +47,7 @@ class Order:
             "courier_id": self.courier_id,
             "eta": self.eta,
             "ts": self.ts,
+            "version": self.version,
         }
 
 
@@ -52,10 +62,18 @@ def _order(row: dict[str, Any]) -> Order:
         status=row["status"],
         eta=None if eta is None else eta.isoformat(),
         ts=updated.timestamp(),
+        version=row["version"],
     )
 
 
+Change = tuple[Order | None, Order | None]
+
+
 class OrderDirectory:
+    """The cache. Its one rule: a change is applied only if it is newer by the order's
+    version (a database row at the same version is the same state), and a finished order
+    (delivered, cancelled) stays finished whatever comes later."""
+
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
         self._orders: dict[str, Order] = {}
@@ -72,7 +90,9 @@ class OrderDirectory:
 
     def _merge(self, order: Order) -> Order:
         known = self._orders.get(order.id)
-        if known is not None and known.ts > order.ts:
+        if known is not None and (
+            order.version < known.version or (known.finished and not order.finished)
+        ):
             return known
         self._orders[order.id] = order
         return order
@@ -87,6 +107,12 @@ class OrderDirectory:
             return known
         found = await self._fetch("id = %s", (order_id,))
         return found[0] if found else self._orders.get(order_id)
+
+    async def reload(self, order_id: str) -> Change:
+        """Read the order again from the database: (before, after)."""
+        known = self._orders.get(order_id)
+        before = None if known is None else known.copy()
+        return before, await self.load(order_id, refresh=True)
 
     async def load_restaurant(self, restaurant_id: str) -> list[Order]:
         """The restaurant's orders that are not finished yet."""
@@ -103,41 +129,27 @@ class OrderDirectory:
 
     def restaurant_open(self, restaurant_id: str) -> list[Order]:
         return [
-            o
-            for o in self._orders.values()
-            if o.restaurant_id == restaurant_id and o.status not in ("delivered", "cancelled")
+            o for o in self._orders.values() if o.restaurant_id == restaurant_id and not o.finished
         ]
 
     def courier_active(self, courier_id: str) -> list[Order]:
         return [o for o in self._orders.values() if o.courier_id == courier_id and o.active]
 
-    def apply_status(self, event: StatusEvent) -> tuple[Order | None, Order | None]:
-        """Apply a status event to a cached order: (before, after), or (None, None) if the
-        order is not cached or the event is older than what is known."""
+    def apply_status(self, event: StatusEvent) -> Change | None:
+        """Apply an announced state to the cached order: (before, after), or None if the
+        order is not cached, is finished already, or the announcement is not newer by
+        version (an announcement without a version is never newer: reload the order).
+        Delivered and cancelled apply whatever their version: no order leaves them."""
         known = self._orders.get(event.order_id)
-        if known is None or event.ts < known.ts:
-            return None, None
-        before = Order(**{name: getattr(known, name) for name in Order.__slots__})
+        if known is None or known.finished:
+            return None
+        newer = event.version is not None and event.version > known.version
+        if not newer and event.status not in FINISHED_STATUSES:
+            return None
+        before = known.copy()
         known.status = event.status
+        known.courier_id = event.courier_id
+        known.eta = event.eta
         known.ts = event.ts
-        if event.eta is not None or event.status not in ACTIVE_STATUSES:
-            known.eta = event.eta
-        if event.courier_id is not None:
-            known.courier_id = event.courier_id
-        return before, known
-
-    def apply_assignment(self, event: AssignmentEvent) -> tuple[Order | None, Order | None]:
-        known = self._orders.get(event.order_id)
-        if known is None or event.ts < known.ts:
-            return None, None
-        before = Order(**{name: getattr(known, name) for name in Order.__slots__})
-        if event.action == "assigned":
-            known.courier_id = event.courier_id
-            if known.status == "pending":
-                known.status = "assigned"
-        elif known.courier_id == event.courier_id:
-            known.courier_id = None
-            if known.status == "assigned":
-                known.status = "pending"
-        known.ts = event.ts
+        known.version = max(known.version, event.version or 0)
         return before, known

@@ -40,7 +40,7 @@ class Snapshots:
     async def _open_orders(self) -> list[dict[str, Any]]:
         """Every order not finished yet, for the admin's fleet snapshot."""
         query = (
-            "SELECT id, status, courier_id, eta, updated_at FROM orders "
+            "SELECT id, status, courier_id, eta, updated_at, version FROM orders "
             "WHERE status NOT IN ('delivered', 'cancelled') "
             f"ORDER BY updated_at DESC LIMIT {self._fleet_limit}"
         )
@@ -53,6 +53,7 @@ class Snapshots:
                     "courier_id": row["courier_id"],
                     "eta": None if row["eta"] is None else row["eta"].isoformat(),
                     "ts": row["updated_at"].timestamp(),
+                    "version": row["version"],
                 }
                 for row in await cur.fetchall()
             ]

@@ -1,7 +1,7 @@
 """The topic filters the bridge subscribes to (the topics themselves: protocol.topics).
 
 Device topics follow docs/protocol.md; the server topics (assignments to a courier, an order's
-status events, alerts) are published by the API after it has applied a change.
+status events, alerts) are published by the API from its outbox after a change committed.
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ class Topics:
                 return (f"{p}/orders/{one}/status",)
 
     def always(self) -> tuple[str, ...]:
-        """Emergencies and alerts, for every admin socket whatever it subscribed to."""
-        return (f"{self.prefix}/couriers/+/emergency", f"{self.prefix}/alerts/+")
+        """Alerts, for every admin socket whatever it subscribed to. A phone's own
+        emergency topic is not among them: the API turns it into an alert, which carries
+        the alert's id, and that is what admins get."""
+        return (f"{self.prefix}/alerts/+",)
 
     def order_status(self, order_id: str) -> str:
         return f"{self.prefix}/orders/{order_id}/status"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -328,6 +329,47 @@ def seed_courier(db: psycopg.Connection[Any], courier_id: str) -> None:
     )
 
 
+_event_ids = itertools.count(time.time_ns() // 1000)
+
+
+def next_event_id() -> int:
+    """A fresh outbox row id, as the API's relay sets `event_id`."""
+    return next(_event_ids)
+
+
+def status_message(
+    *,
+    order_id: str,
+    status: str,
+    courier_id: str | None,
+    restaurant_id: str,
+    customer_uid: str,
+    version: int,
+    ts: datetime | None = None,
+    event: str = "status",
+    previous_courier_id: str | None = None,
+    eta: str | None = None,
+    event_id: int | None = None,
+) -> dict[str, Any]:
+    """An order status announcement as the API's outbox relay publishes it."""
+    return {
+        "event_id": next_event_id() if event_id is None else event_id,
+        "type": "status",
+        "event": event,
+        "order_id": order_id,
+        "status": status,
+        "previous_status": None,
+        "courier_id": courier_id,
+        "previous_courier_id": previous_courier_id,
+        "restaurant_id": restaurant_id,
+        "customer_uid": customer_uid,
+        "eta": eta,
+        "ts": (ts or datetime.now(UTC)).isoformat(),
+        "actor": "test",
+        "version": version,
+    }
+
+
 async def set_order_status(
     db: psycopg.Connection[Any],
     services: Services,
@@ -339,50 +381,115 @@ async def set_order_status(
     customer_uid: str,
     previous_courier_id: str | None = None,
     eta: str | None = None,
-) -> None:
-    """Commit a change as the API does, then publish its status event."""
+    ts: datetime | None = None,
+) -> int:
+    """Commit a change as the API does (bumping the order's version), then publish its
+    status announcement; the order's new version."""
     if courier_id is not None:
         seed_courier(db, courier_id)
     now = datetime.now(UTC)
-    db.execute(
+    row = db.execute(
         "UPDATE orders SET status = %s, courier_id = %s, updated_at = %s, "
-        "delivered_at = CASE WHEN %s = 'delivered' THEN %s END WHERE id = %s",
+        "delivered_at = CASE WHEN %s = 'delivered' THEN %s END, version = version + 1 "
+        "WHERE id = %s RETURNING version",
         (status, courier_id, now, status, now, order_id),
-    )
+    ).fetchone()
+    assert row is not None, f"no order {order_id}"
+    version: int = row[0]
     await apublish(
         services,
         f"fleet/orders/{order_id}/status",
-        {
-            "type": "status",
-            "event": "status",
-            "order_id": order_id,
-            "status": status,
-            "previous_status": None,
-            "courier_id": courier_id,
-            "previous_courier_id": previous_courier_id,
-            "restaurant_id": restaurant_id,
-            "customer_uid": customer_uid,
-            "eta": eta,
-            "ts": now.isoformat(),
-            "actor": "test",
-        },
+        status_message(
+            order_id=order_id,
+            status=status,
+            courier_id=courier_id,
+            restaurant_id=restaurant_id,
+            customer_uid=customer_uid,
+            version=version,
+            ts=ts or now,
+            previous_courier_id=previous_courier_id,
+            eta=eta,
+        ),
     )
+    return version
+
+
+def assignment_message(
+    *,
+    courier_id: str,
+    order_id: str,
+    version: int,
+    kind: str = "assignment",
+    event_id: int | None = None,
+) -> dict[str, Any]:
+    return {
+        "event_id": next_event_id() if event_id is None else event_id,
+        "type": kind,
+        "order_id": order_id,
+        "courier_id": courier_id,
+        "restaurant_id": "r",
+        "pickup": {"lat": 52.5, "lon": 13.4},
+        "dropoff": {"lat": 52.51, "lon": 13.41},
+        "promised_at": datetime.now(UTC).isoformat(),
+        "ts": datetime.now(UTC).isoformat(),
+        "version": version,
+    }
 
 
 async def publish_assignment(
-    services: Services, *, courier_id: str, order_id: str, kind: str = "assignment"
+    services: Services,
+    *,
+    courier_id: str,
+    order_id: str,
+    version: int,
+    kind: str = "assignment",
 ) -> None:
     await apublish(
         services,
         f"fleet/couriers/{courier_id}/assignments",
-        {
-            "type": kind,
-            "order_id": order_id,
-            "courier_id": courier_id,
-            "restaurant_id": "r",
-            "pickup": {"lat": 52.5, "lon": 13.4},
-            "dropoff": {"lat": 52.51, "lon": 13.41},
-            "promised_at": datetime.now(UTC).isoformat(),
-            "ts": datetime.now(UTC).isoformat(),
-        },
+        assignment_message(courier_id=courier_id, order_id=order_id, version=version, kind=kind),
+    )
+
+
+def alert_message(
+    *,
+    alert_id: int,
+    courier_id: str,
+    message: str,
+    kind: str = "alert_raised",
+    lat: float | None = 52.5,
+    lon: float | None = 13.4,
+    event_id: int | None = None,
+) -> dict[str, Any]:
+    """An alert announcement as the API's outbox relay publishes it."""
+    acknowledged = kind == "alert_acknowledged"
+    return {
+        "event_id": next_event_id() if event_id is None else event_id,
+        "type": kind,
+        "alert_id": alert_id,
+        "courier_id": courier_id,
+        "raised_at": datetime.now(UTC).isoformat(),
+        "lat": lat,
+        "lon": lon,
+        "message": message,
+        "acknowledged_by": "ops" if acknowledged else None,
+        "acknowledged_at": datetime.now(UTC).isoformat() if acknowledged else None,
+    }
+
+
+async def publish_alert(
+    services: Services,
+    *,
+    alert_id: int,
+    courier_id: str,
+    message: str,
+    kind: str = "alert_raised",
+    event_id: int | None = None,
+) -> None:
+    await apublish(
+        services,
+        f"fleet/alerts/{courier_id}",
+        alert_message(
+            alert_id=alert_id, courier_id=courier_id, message=message, kind=kind, event_id=event_id
+        ),
     )

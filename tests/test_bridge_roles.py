@@ -16,6 +16,8 @@ from tests.bridge_support import (
     apublish,
     connected,
     fix,
+    next_event_id,
+    publish_alert,
     publish_assignment,
     running_bridge,
     seed_order,
@@ -63,7 +65,7 @@ async def test_customer_sees_positions_only_from_assignment_to_delivery(
     await apublish(services, f"fleet/couriers/{courier}/location", fix(1.0, 1.0))
     assert locations_of(await client.drain(0.7), courier) == []
 
-    common = {"order_id": order, "restaurant_id": restaurant, "customer_uid": alice}
+    common: dict[str, Any] = {"order_id": order, "restaurant_id": restaurant, "customer_uid": alice}
     await set_order_status(db, services, status="assigned", courier_id=courier, **common)
     status = await client.expect_type("status")
     assert (status["order"], status["status"], status["courier_id"]) == (
@@ -172,7 +174,7 @@ async def test_courier_sees_own_assignments_orders_and_echo_only(
     assert (await rider.expect_type("error"))["code"] == "forbidden"
     await rider.subscribe(f"courier:{me}")
 
-    await set_order_status(
+    version = await set_order_status(
         db,
         services,
         order_id=order,
@@ -181,7 +183,7 @@ async def test_courier_sees_own_assignments_orders_and_echo_only(
         restaurant_id=f"r{unique}",
         customer_uid="z",
     )
-    await publish_assignment(services, courier_id=me, order_id=order)
+    await publish_assignment(services, courier_id=me, order_id=order, version=version)
     assignment = await rider.expect_type("assignment")
     assert (assignment["order"], assignment["action"]) == (order, "assigned")
     # The order is the courier's now: its status changes reach them.
@@ -202,8 +204,8 @@ async def test_courier_sees_own_assignments_orders_and_echo_only(
     assert echo["id"] == me
     assert all(f.get("id") != colleague for f in skipped)
     # A colleague's events never reach this courier.
-    await publish_assignment(services, courier_id=colleague, order_id=order)
-    await apublish(services, f"fleet/couriers/{colleague}/emergency", {"ts": 1.7e9})
+    await publish_assignment(services, courier_id=colleague, order_id=order, version=version)
+    await publish_alert(services, alert_id=next_event_id(), courier_id=colleague, message="x")
     assert [f for f in await rider.drain(0.7) if f["type"] in ("assignment", "emergency")] == []
     await rider.close()
 
@@ -223,7 +225,7 @@ async def test_admin_fleet_sees_everything(bridge: BridgeProcess, db: Db, unique
         {"_type": "location", "lat": 3.5, "lon": 3.5, "tst": 1.7e9 + 1, "vel": 36},
     )
     await apublish(services, f"fleet/couriers/{courier}/presence", {"state": "busy", "ts": 1.7e9})
-    await set_order_status(
+    version = await set_order_status(
         db,
         services,
         order_id=order,
@@ -232,10 +234,9 @@ async def test_admin_fleet_sees_everything(bridge: BridgeProcess, db: Db, unique
         restaurant_id=f"r{unique}",
         customer_uid="w",
     )
-    await publish_assignment(services, courier_id=courier, order_id=order)
-    await apublish(
-        services, f"fleet/couriers/{courier}/emergency", {"ts": 1.7e9, "message": "flat tyre"}
-    )
+    await publish_assignment(services, courier_id=courier, order_id=order, version=version)
+    alert_id = next_event_id()
+    await publish_alert(services, alert_id=alert_id, courier_id=courier, message="flat tyre")
     frames = await admin.drain(1.5)
     kinds = {f["type"] for f in frames}
     assert {"locations", "presence", "status", "assignment", "emergency"} <= kinds, frames
@@ -249,6 +250,7 @@ async def test_admin_fleet_sees_everything(bridge: BridgeProcess, db: Db, unique
     assert owntracks["speed"] == pytest.approx(10.0)
     emergency = next(f for f in frames if f["type"] == "emergency")
     assert (emergency["courier_id"], emergency["message"]) == (courier, "flat tyre")
+    assert (emergency["alert_id"], emergency["state"]) == (alert_id, "raised")
     await admin.close()
 
 
