@@ -17,7 +17,8 @@ import msgspec
 import psycopg
 from psycopg import errors
 
-from protocol import EmergencyEvent, Event, Fix
+from protocol import DeliveryStatusEvent, EmergencyEvent, Event, Fix
+from store.reports import REPORTS_CHANNEL
 
 POSITION_COLUMNS = (
     "source_kind, source_id, fix_time, lat, lon, speed, heading, accuracy, altitude, battery, "
@@ -67,11 +68,15 @@ INSERT INTO events
 VALUES (%s, %s, 'courier', %s, %s, %s::jsonb, %s, %s)
 ON CONFLICT (dedup_key, event_time) DO NOTHING
 """
-INSERT_ALERT = """
-INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (courier_id, raised_at) DO NOTHING
+# Couriers' status reports and emergencies: the inbox the API's report applier reads
+# (store/reports.py); NOTIFY wakes it once the batch commits.
+INSERT_DEVICE_REPORT = """
+INSERT INTO device_reports
+    (kind, courier_id, order_id, report_time, payload, dedup_key, received_at)
+VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s)
+ON CONFLICT (dedup_key, report_time) DO NOTHING
 """
+NOTIFY_DEVICE_REPORTS = f"SELECT pg_notify('{REPORTS_CHANNEL}', '')"
 INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (%s, %s, %s, %s)
 """
@@ -192,26 +197,42 @@ class BatchStore:
         await self.conn.execute(UPSERT_LAST_POSITIONS, columns)
 
     async def _insert_events(self, events: Sequence[tuple[Event, datetime]]) -> int:
-        stored = 0
+        stored = reports = 0
         async with self.conn.cursor() as cur:
             for event, received_at in events:
-                order_id = getattr(event, "order_id", None)
+                if isinstance(event, DeliveryStatusEvent | EmergencyEvent):
+                    await cur.execute(INSERT_DEVICE_REPORT, _device_report(event, received_at))
+                    reports += cur.rowcount
+                    stored += cur.rowcount
+                    continue
                 await cur.execute(
                     INSERT_EVENT,
                     (
                         event.time,
                         event.kind,
                         event.courier_id,
-                        order_id,
+                        None,
                         msgspec.json.encode(event).decode(),
                         event.dedup_key,
                         received_at,
                     ),
                 )
                 stored += cur.rowcount
-                if isinstance(event, EmergencyEvent):
-                    await cur.execute(
-                        INSERT_ALERT,
-                        (event.courier_id, event.time, event.lat, event.lon, event.message),
-                    )
+            if reports:
+                await cur.execute(NOTIFY_DEVICE_REPORTS)
         return stored
+
+
+def _device_report(
+    event: DeliveryStatusEvent | EmergencyEvent, received_at: datetime
+) -> tuple[object, ...]:
+    order_id = event.order_id if isinstance(event, DeliveryStatusEvent) else None
+    return (
+        event.kind,
+        event.courier_id,
+        order_id,
+        event.time,
+        msgspec.json.encode(event).decode(),
+        event.dedup_key,
+        received_at,
+    )

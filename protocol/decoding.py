@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from protocol.json_limits import json_limit_violation
 from protocol.payloads import (
     MAX_PAYLOAD_BYTES,
     Decoded,
@@ -30,6 +31,8 @@ from protocol.topics import DEFAULT_PREFIX, Topic, TopicError, TopicKind, parse_
 EPOCH_2000 = 946_684_800.0
 KMH_TO_MS = 1 / 3.6
 TOPIC_CACHE_SIZE = 100_000
+_JSON_NUL = b"\\u0000"
+_LOCATION_KINDS = frozenset({TopicKind.COURIER_LOCATION, TopicKind.VEHICLE_LOCATION})
 
 
 class RejectedError(Exception):
@@ -129,6 +132,14 @@ class MessageDecoder:
                 return decoded
             if not payload:
                 raise RejectedError("empty", "payload is empty")
+            bound = json_limit_violation(payload, max_bytes=MAX_PAYLOAD_BYTES)
+            if bound is not None:
+                raise RejectedError("too_deep", f"payload is {bound.reason}")
+            if parsed.kind not in _LOCATION_KINDS and _JSON_NUL in payload:
+                # PostgreSQL text and jsonb cannot hold U+0000: say so instead of failing later.
+                raise RejectedError(
+                    "invalid_value", "a string holds U+0000 (NUL), which cannot be stored"
+                )
             if not payload.isascii():
                 # msgspec passes invalid UTF-8 inside JSON strings through; check it here.
                 try:
@@ -144,6 +155,12 @@ class MessageDecoder:
             decoded.rejections.append(_validation_rejection(exc))
         except msgspec.DecodeError as exc:
             decoded.rejections.append(_malformed(payload, exc).rejection)
+        except Exception as exc:  # total: nothing a sender controls may escape a consumer
+            decoded.fixes.clear()
+            decoded.events.clear()
+            decoded.rejections.append(
+                Rejection("decoder_error", f"cannot decode: {type(exc).__name__}: {exc}"[:500])
+            )
         return decoded
 
     def _decode_payload(self, topic: Topic, payload: bytes, latest: float, out: Decoded) -> None:
@@ -191,6 +208,8 @@ class MessageDecoder:
             return
         is_batch = isinstance(decoded, list)
         items = decoded if isinstance(decoded, list) else (decoded,)
+        if not items:
+            raise RejectedError("empty", "the batch holds no fix")
         fixes = out.fixes
         for index, item in enumerate(items):
             try:

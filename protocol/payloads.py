@@ -213,6 +213,7 @@ Event = PresenceEvent | EmergencyEvent | DeliveryStatusEvent | GeofenceEvent
 RejectionCode = Literal[
     "empty",
     "too_large",
+    "too_deep",
     "not_utf8",
     "not_json",
     "missing_field",
@@ -224,6 +225,7 @@ RejectionCode = Literal[
     "bad_topic",
     "bad_id",
     "unsupported_type",
+    "decoder_error",
 ]
 
 

@@ -74,6 +74,17 @@ class Worker:
             raise AssertionError(f"ingest exited with {self.process.returncode}:\n{self.log()}")
         return "subscribed to" in self.log()
 
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
