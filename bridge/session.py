@@ -21,11 +21,14 @@ from bridge.client import (
 )
 from bridge.hub import BadChannel, Forbidden, Hub
 from bridge.metrics import BridgeMetrics
+from protocol.json_limits import json_limit_violation
 
 log = logging.getLogger("bridge.session")
 
 _decoder = msgspec.json.Decoder()
 MAX_CHANNELS_PER_CLIENT = 200
+# No command of the browser protocol nests deeper than 2.
+MAX_FRAME_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +110,13 @@ class Session:
         limit = self.limits.max_frame_bytes
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
             raise BadFrame("too_large", f"frames are limited to {limit} bytes")
+        raw = text.encode("utf-8", errors="surrogatepass")
+        bound = json_limit_violation(raw, max_bytes=limit, max_depth=MAX_FRAME_DEPTH)
+        if bound is not None:
+            raise BadFrame(bound.code, f"the frame is {bound.reason}")
         try:
-            frame = _decoder.decode(text)
-        except msgspec.DecodeError:
+            frame = _decoder.decode(raw)
+        except (msgspec.DecodeError, ValueError, RecursionError):
             raise BadFrame("bad_json", "the frame is not JSON") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise BadFrame("bad_frame", 'a frame is a JSON object with a "type"')
@@ -151,6 +158,9 @@ class Session:
             while True:
                 frame = await self._receive()
                 if frame is None:
+                    # No sender runs before auth: the error that answers it goes out now.
+                    for queued in self.client.take_control():
+                        await self._send_text(queued)
                     continue
                 if frame["type"] != "auth":
                     self.error("auth_required", 'the first frame must be {"type":"auth",...}')
@@ -178,6 +188,10 @@ class Session:
             return await self.verifier.verify_async(token)
         except AuthError as exc:
             self.error("auth_failed", str(exc), reason=exc.reason)
+            return None
+        except Exception as exc:  # whatever a token holds, it never ends the session
+            log.info("an unreadable token was refused: %s: %s", type(exc).__name__, exc)
+            self.error("auth_failed", "the token cannot be read", reason="malformed")
             return None
 
     def _auth_ok(self, principal: Principal) -> None:
