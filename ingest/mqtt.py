@@ -207,6 +207,10 @@ class MqttLink:
         self._on_message = on_message
         self._lost = asyncio.Event()
         self._connack: asyncio.Future[ReasonCode] | None = None
+        self._unsuback: asyncio.Future[None] | None = None
+        self._topics: list[str] = []
+        #: Set once this worker left the shared group: a reconnect does not rejoin it.
+        self.left_group = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sock: socket.socket | None = None
         self._wire_callbacks()
@@ -217,6 +221,7 @@ class MqttLink:
         client = self.client
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
+        client.on_unsubscribe = self._handle_unsubscribe
         client.on_publish_packet = self._on_message
         client.on_message = lambda _c, _u, message: self._on_message(
             message._topic, bytes(message.payload), message.mid, message.qos
@@ -276,7 +281,9 @@ class MqttLink:
             (shared_subscription(f, group=group), options)
             for f in ingest_filters(prefix=self.settings.topic_prefix)
         ]
-        client.subscribe(topics)
+        self._topics = [topic for topic, _ in topics]
+        if not self.left_group:
+            client.subscribe(topics)
         self.connected.set()
         log.info(
             "connected to %s as %s (session %s); subscribed to %s",
@@ -302,7 +309,36 @@ class MqttLink:
         self.connected.clear()
         self._lost.set()
 
+    def _handle_unsubscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        _reasons: list[ReasonCode],
+        _properties: Properties | None,
+    ) -> None:
+        if self._unsuback is not None and not self._unsuback.done():
+            self._unsuback.set_result(None)
+
     # --- public ---------------------------------------------------------------------
+
+    async def leave_group(self, *, within_s: float) -> bool:
+        """Unsubscribe from the shared group, so the broker routes new messages to the
+        workers that remain; what it already gave this session still arrives. True once
+        the broker confirmed."""
+        self.left_group = True
+        if not self.connected.is_set() or not self._topics:
+            return False
+        assert self._loop is not None
+        self._unsuback = self._loop.create_future()
+        self.client.unsubscribe(self._topics)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._unsuback), within_s)
+        except TimeoutError:
+            log.warning("the broker did not confirm leaving the shared group in %.0f s", within_s)
+            return False
+        log.info("left the shared group; draining what the broker already sent")
+        return True
 
     def ack_many(self, mids: list[int]) -> None:
         self.client.ack_many(mids)

@@ -21,6 +21,10 @@ from protocol import Decoded, MessageDecoder
 
 log = logging.getLogger("ingest")
 
+# After leaving the shared group, the broker still delivers what it had routed to this
+# session; this long without a message (and nothing pending) means it has no more.
+LEAVE_QUIET_S = 0.5
+
 
 @dataclass(slots=True)
 class Received:
@@ -60,7 +64,10 @@ class Ingestor:
         )
         self.link = MqttLink(settings, on_message=self._on_message, client_id=client_id)
         self.pending: list[Received] = []
+        #: SIGTERM: leave the shared group, take in what the broker already sent, then stop.
+        self.leaving = asyncio.Event()
         self.stopping = asyncio.Event()
+        self._last_received = time.monotonic()
         self._wake = asyncio.Event()
         self._writers = settings.ingest_db_connections
         self._conns: list[psycopg.AsyncConnection[tuple[object, ...]] | None] = [
@@ -78,6 +85,8 @@ class Ingestor:
             return  # not acknowledged: the broker keeps it for the next worker
         if isinstance(topic, bytes):  # brokers refuse such topics; never trust that
             topic = topic.decode("utf-8", errors="backslashreplace")
+        now = time.monotonic()
+        self._last_received = now
         pending = self.pending
         pending.append(
             Received(
@@ -87,7 +96,7 @@ class Ingestor:
                 qos,
                 self.link.generation,
                 time.time(),
-                time.monotonic(),
+                now,
             )
         )
         if len(pending) == 1 or len(pending) >= self._batch_rows:
@@ -110,6 +119,7 @@ class Ingestor:
                 tasks.create_task(self.link.run(self.stopping), name="mqtt-link")
                 tasks.create_task(self._write_batches(), name="batch-writer")
                 tasks.create_task(self._report_gauges(), name="gauges")
+                tasks.create_task(self._leave_group_on_stop(), name="leave-group")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
@@ -119,15 +129,38 @@ class Ingestor:
             log.info("stopped; %d messages left unacknowledged at the broker", len(self.pending))
 
     def stop(self) -> None:
-        if not self.stopping.is_set():
+        """First call: leave the shared group and drain (at most ingest_drain_timeout_s).
+        A second call stops taking messages at once."""
+        if not self.leaving.is_set():
             log.info(
-                "stopping: draining %d pending messages (at most %.0f s)",
-                len(self.pending),
+                "stopping: leaving the shared group, then draining (at most %.0f s)",
                 self.settings.ingest_drain_timeout_s,
             )
             self._drain_deadline = time.monotonic() + self.settings.ingest_drain_timeout_s
+            self.leaving.set()
+        else:
+            self._stop_taking_messages()
+
+    def _stop_taking_messages(self) -> None:
+        if not self.stopping.is_set():
+            log.info("draining %d pending messages", len(self.pending))
             self.stopping.set()
             self._wake.set()
+
+    async def _leave_group_on_stop(self) -> None:
+        """Leave the group, then take in what the broker had already routed to this
+        session (in flight, or queued behind the receive maximum) until it has been quiet
+        for LEAVE_QUIET_S with nothing pending; only then stop taking messages. Messages
+        left unacknowledged here would wait in this session for this worker's return."""
+        await self.leaving.wait()
+        deadline = self._drain_deadline or time.monotonic()
+        left = await self.link.leave_group(within_s=max(0.1, deadline - time.monotonic()))
+        while left and time.monotonic() < deadline and not self.stopping.is_set():
+            quiet = time.monotonic() - self._last_received >= LEAVE_QUIET_S
+            if quiet and not self.pending:
+                break
+            await asyncio.sleep(0.05)
+        self._stop_taking_messages()
 
     async def _report_gauges(self) -> None:
         while not self.stopping.is_set():

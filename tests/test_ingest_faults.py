@@ -234,3 +234,38 @@ def test_two_workers_share_the_stream_and_store_each_message_once(
         finally:
             for publisher in publishers:
                 publisher.close()
+
+
+def test_a_worker_stopped_mid_stream_leaves_its_share_to_the_other(
+    services: Services, unique: str
+) -> None:
+    """SIGTERM one of two workers of a group while fixes stream in: it leaves the shared
+    group, stores what the broker had already routed to it, and the other worker stores
+    everything after; nothing waits for the stopped worker to come back."""
+    group = f"leave{unique}"
+    source = f"s{unique}leave"
+    total = 4000
+    lines = fix_lines(total, start=datetime(2026, 1, 2, tzinfo=UTC).timestamp(), step=0.01)
+    with (
+        running_worker(services, group=group) as stopping,
+        running_worker(services, group=group) as staying,
+    ):
+        publisher = LinePublisher(services, f"fleet/vehicles/{source}/location")
+        try:
+            publisher.send(lines[: total // 2])
+            wait_until(
+                lambda: stopping.metric("fleetpulse_ingest_messages_received_total") > 0,
+                timeout=60,
+                what="the first worker to take part",
+            )
+            assert stopping.terminate() == 0
+            assert "left the shared group" in stopping.log()
+            publisher.send(lines[total // 2 :])
+            wait_until(
+                lambda: positions_of(services.dsn, source) == total,
+                timeout=60,
+                what="every fix, with one worker stopped for good",
+            )
+            assert staying.alive()
+        finally:
+            publisher.close()
