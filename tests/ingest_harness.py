@@ -147,6 +147,12 @@ def mosquitto_pub(services: Services, topic: str, payload: bytes | None, *, qos:
         subprocess.run([*command, "-s"], input=payload, check=True, timeout=30)
 
 
+def clear_retained(services: Services, topic: str) -> None:
+    """Remove a retained message a test left, so later tests' subscriptions don't get it."""
+    command = ["mosquitto_pub", *services.mqtt_args("loadgen"), "-V", "mqttv5", "-q", "1"]
+    subprocess.run([*command, "-r", "-n", "-t", topic], check=True, timeout=30)
+
+
 class LinePublisher:
     """`mosquitto_pub -l` at QoS 1 whose stdin stays open until close().
 

@@ -106,13 +106,17 @@ def test_native_batch_and_owntracks_become_rows_with_units(
         lambda: (
             count_rows(
                 services.dsn,
-                # The API, when one runs on this broker, adds its verdict on the status report
-                # (`status_rejected`: the order does not exist); ingest's own rows are counted.
-                "SELECT count(*) FROM events WHERE source_id IN (%s, %s)"
-                " AND kind <> 'status_rejected'",
+                "SELECT count(*) FROM events WHERE source_id IN (%s, %s)",
                 (courier, phone_user),
             )
-            == 5
+            == 3
+            # The status report and the emergency go to the inbox the API applies.
+            and count_rows(
+                services.dsn,
+                "SELECT count(*) FROM device_reports WHERE courier_id = %s",
+                (courier,),
+            )
+            == 2
             and positions_of(services.dsn, vehicle) == 3
             and positions_of(services.dsn, courier) == 1
             and positions_of(services.dsn, phone_user) == 1
@@ -178,12 +182,23 @@ def test_native_batch_and_owntracks_become_rows_with_units(
     assert isinstance(geofence[2], dict)
     assert geofence[2]["event"] == "enter"
     assert geofence[2]["region"] == "My favorite coffee shop (Delaville)"
-    assert events["status"][1] == f"ord{unique}"
-    assert isinstance(events["status"][2], dict)
-    assert events["status"][2]["status"] == "picked_up"
-    assert events["status"][2]["note"] == "2 bags"
-    assert isinstance(events["emergency"][2], dict)
-    assert events["emergency"][2]["message"] == "crashed, need help"
+    assert set(events) == {"geofence"}
+    reports = {
+        row[0]: row[1:]
+        for row in fetch(
+            db,
+            "SELECT kind, order_id, report_time, payload FROM device_reports WHERE courier_id = %s",
+            courier,
+        )
+    }
+    assert reports["status"][0] == f"ord{unique}"
+    assert reports["status"][1] == datetime.fromtimestamp(1790000000, UTC)
+    assert isinstance(reports["status"][2], dict)
+    assert reports["status"][2]["status"] == "picked_up"
+    assert reports["status"][2]["note"] == "2 bags"
+    assert reports["emergency"][0] is None
+    assert isinstance(reports["emergency"][2], dict)
+    assert reports["emergency"][2]["message"] == "crashed, need help"
     presence = fetch(
         db,
         "SELECT source_id, payload->>'state', event_time FROM events"
@@ -195,10 +210,8 @@ def test_native_batch_and_owntracks_become_rows_with_units(
         (courier, "online", datetime(2026, 11, 1, 8, 0, tzinfo=UTC)),
         (phone_user, "offline", datetime.fromtimestamp(1376715317, UTC)),
     ]
-    (alert,) = fetch(
-        db, "SELECT message, acknowledged_at FROM alerts WHERE courier_id = %s", courier
-    )
-    assert alert == ("crashed, need help", None)
+    # Ingest writes no alert: the API is the one writer of alerts (docs/architecture.md).
+    assert fetch(db, "SELECT message FROM alerts WHERE courier_id = %s", courier) == []
 
 
 def test_bad_input_is_dead_lettered_while_good_data_keeps_flowing(

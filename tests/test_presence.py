@@ -23,7 +23,7 @@ from bridge.presence import PresenceTracker
 from store.presence import CourierPresence, availability
 from tests.api.conftest import ApiServer, api_settings, serving
 from tests.bridge_support import Frame, apublish, connected, fix, running_bridge
-from tests.ingest_harness import running_worker, wait_until
+from tests.ingest_harness import clear_retained, running_worker, wait_until
 from tests.services import Services
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -271,6 +271,8 @@ async def test_a_will_arriving_after_online_makes_the_courier_offline_at_once(
         assert states[courier_id] == "offline"
         await late.close()
         await watcher.close()
+    # The will and the `online` were retained: later tests' subscriptions must not get them.
+    await asyncio.to_thread(clear_retained, services, topic)
 
 
 def test_analytics_and_the_courier_list_agree(

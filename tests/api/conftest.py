@@ -21,7 +21,6 @@ from api import create_app
 from auth import LocalSigner, LocalVerifier
 from config import Settings, load_settings
 from stack.process import free_port
-from tests.ingest_harness import Worker, running_worker
 from tests.services import Services
 
 
@@ -107,13 +106,6 @@ def api_server(services: Services) -> Iterator[ApiServer]:
                 raise RuntimeError("the API did not become ready")
             time.sleep(0.1)
         yield ApiServer(base_url, settings, signer)
-
-
-@pytest.fixture(scope="session")
-def ingest_worker(services: Services) -> Iterator[Worker]:
-    """The real ingest worker: couriers' MQTT reports reach the API through its inbox."""
-    with running_worker(services, group=f"api-tests-{uuid.uuid4().hex[:6]}") as worker:
-        yield worker
 
 
 @dataclass

@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.api.conftest import World
-from tests.ingest_harness import Worker, wait_until
+from tests.ingest_harness import Worker, running_worker, wait_until
 from tests.services import Services
 
 
@@ -50,6 +50,14 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def ingest_worker(services: Services) -> Iterator[Worker]:
+    """The real ingest worker: couriers' MQTT reports reach the API through its inbox.
+    Module-scoped: a worker left running would store what later tests publish."""
+    with running_worker(services, group=f"api-tests-{uuid.uuid4().hex[:6]}") as worker:
+        yield worker
 
 
 @pytest.fixture
