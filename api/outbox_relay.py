@@ -21,6 +21,7 @@ from config import Settings
 from mqttlink import Backoff
 from protocol.server_topics import SERVER_QOS
 from store import outbox
+from store.notify import listening, next_notification
 
 log = logging.getLogger("api.outbox")
 
@@ -59,11 +60,8 @@ class OutboxRelay:
         backoff = Backoff(base_s=0.5, cap_s=30.0)
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._settings.dsn, autocommit=True, connect_timeout=5
-                ) as conn:
+                async with listening(self._settings.dsn, outbox.OUTBOX_CHANNEL) as conn:
                     await self._lead(conn)
-                    await conn.execute(f"LISTEN {outbox.OUTBOX_CHANNEL}")
                     async with self._client() as client:
                         self.connected = True
                         backoff.reset()
@@ -123,5 +121,4 @@ class OutboxRelay:
                 continue
             OUTBOX_BACKLOG.set(0)
             self._idle.set()
-            async for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                pass
+            await next_notification(conn, within_s=POLL_S)

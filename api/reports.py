@@ -32,6 +32,7 @@ from api.metrics import DEVICE_REPORTS
 from api.state import ApiState
 from mqttlink import Backoff
 from store import reports
+from store.notify import listening, next_notification
 from store.reports import PendingReport
 from workflow import Actor, apply_status, load_order, skips_ahead
 
@@ -47,16 +48,12 @@ async def report_applier_loop(state: ApiState) -> None:
     backoff = Backoff(base_s=0.5, cap_s=30.0)
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(
-                state.settings.dsn, autocommit=True, connect_timeout=5
-            ) as listener:
-                await listener.execute(f"LISTEN {reports.REPORTS_CHANNEL}")
+            async with listening(state.settings.dsn, reports.REPORTS_CHANNEL) as listener:
                 backoff.reset()
                 while True:
                     applied = await apply_pending_reports(state)
                     if applied < BATCH_LIMIT:
-                        async for _ in listener.notifies(timeout=POLL_S, stop_after=1):
-                            pass
+                        await next_notification(listener, within_s=POLL_S)
         except (psycopg.OperationalError, psycopg.InterfaceError, TimeoutError) as exc:
             log.warning("device reports wait: the database is unavailable (%s)", exc)
         await asyncio.sleep(backoff.next_delay())

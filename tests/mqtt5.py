@@ -20,6 +20,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from broker.accounts import ServiceAccount
+from tests.services import Services
+
 NOT_AUTHORIZED = 135
 NO_MATCHING_SUBSCRIBERS = 16
 # A PUBACK that accepted the message (16: nobody subscribed, which is no denial).
@@ -149,3 +152,18 @@ class Mqtt5Client:
 
     def _on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         self.messages.put((message.topic, bytes(message.payload)))
+
+
+def connected_as(services: Services, account: ServiceAccount) -> Mqtt5Client:
+    """A connected client on the services' broker with a service account's credentials
+    (`loadgen` publishes as any device, `bridge` reads every topic)."""
+    credentials = services.credentials(account)
+    client = Mqtt5Client(
+        host=services.mosquitto.host,
+        port=services.mosquitto.port,
+        username=credentials.username,
+        password=credentials.password,
+    )
+    if (code := client.open()) != 0:
+        raise AssertionError(f"the broker refused {account}: reason code {code}")
+    return client

@@ -24,7 +24,7 @@ from auth import LocalSigner
 from tests.api_harness import ApiProcess
 from tests.bridge_support import BridgeProcess, Frame, connected, running_bridge, seed_order
 from tests.ingest_harness import Worker, running_worker
-from tests.mqtt5 import ACCEPTED, Mqtt5Client
+from tests.mqtt5 import ACCEPTED, connected_as
 from tests.services import Services
 
 REPEATS = 20
@@ -46,14 +46,7 @@ class Phone:
     """A courier's phone: a fix every 100 ms on its own thread, reports on demand."""
 
     def __init__(self, services: Services, courier_id: str) -> None:
-        credentials = services.credentials("loadgen")
-        self.client = Mqtt5Client(
-            host=services.mosquitto.host,
-            port=services.mosquitto.port,
-            username=credentials.username,
-            password=credentials.password,
-        )
-        assert self.client.open() == 0
+        self.client = connected_as(services, "loadgen")
         self.courier_id = courier_id
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._stream, name=f"fixes-{courier_id}")

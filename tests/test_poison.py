@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from tests.ingest_harness import Worker, count_rows, positions_of, wait_until
-from tests.mqtt5 import ACCEPTED, Mqtt5Client
+from tests.mqtt5 import ACCEPTED, Mqtt5Client, connected_as
 from tests.services import Services
 
 NUL = "\u0000"
@@ -71,14 +71,7 @@ def poisons(courier: str, order: str) -> list[tuple[str, bytes]]:
 
 @pytest.fixture
 def device(services: Services) -> Iterator[Mqtt5Client]:
-    credentials = services.credentials("loadgen")
-    client = Mqtt5Client(
-        host=services.mosquitto.host,
-        port=services.mosquitto.port,
-        username=credentials.username,
-        password=credentials.password,
-    )
-    assert client.open() == 0
+    client = connected_as(services, "loadgen")
     yield client
     client.close()
 

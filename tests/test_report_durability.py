@@ -21,7 +21,7 @@ import pytest
 
 from tests.api_harness import ApiProcess
 from tests.ingest_harness import Worker, count_rows, running_worker, wait_until
-from tests.mqtt5 import ACCEPTED, Mqtt5Client
+from tests.mqtt5 import ACCEPTED, Mqtt5Client, connected_as
 from tests.services import Services, running_services
 
 WALK = ("picked_up", "out_for_delivery", "delivered")
@@ -63,26 +63,11 @@ def make_orders(services: Services, unique: str, count: int) -> tuple[str, list[
 
 def device(services: Services) -> Mqtt5Client:
     """Publishes as any device (the local `loadgen` account), QoS 1."""
-    credentials = services.credentials("loadgen")
-    client = Mqtt5Client(
-        host=services.mosquitto.host,
-        port=services.mosquitto.port,
-        username=credentials.username,
-        password=credentials.password,
-    )
-    assert client.open() == 0
-    return client
+    return connected_as(services, "loadgen")
 
 
 def listener(services: Services, topic: str) -> Mqtt5Client:
-    credentials = services.credentials("bridge")
-    client = Mqtt5Client(
-        host=services.mosquitto.host,
-        port=services.mosquitto.port,
-        username=credentials.username,
-        password=credentials.password,
-    )
-    assert client.open() == 0
+    client = connected_as(services, "bridge")
     assert client.subscribe(topic) == 1
     return client
 
@@ -119,6 +104,21 @@ def status_announcements(messages: list[tuple[str, bytes]]) -> dict[tuple[str, s
     return seen
 
 
+def gather_announcements(
+    announcements: Mqtt5Client, expected: set[tuple[str, str]]
+) -> dict[tuple[str, str], set[int]]:
+    """Read status announcements until every expected (order, status) was seen."""
+    seen: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def all_announced() -> bool:
+        for key, ids in status_announcements(announcements.received(0.2)).items():
+            seen[key].update(ids)
+        return set(seen) >= expected
+
+    wait_until(all_announced, timeout=120, what="every change to be announced")
+    return seen
+
+
 def test_kill_9_of_the_applier_loses_no_report_and_announces_each_change_once(
     own_services: Services, ingest: Worker
 ) -> None:
@@ -147,14 +147,7 @@ def test_kill_9_of_the_applier_loses_no_report_and_announces_each_change_once(
         )
         assert set(statuses(own_services, orders).values()) == {"delivered"}
         expected = {(order, status) for order in orders for status in WALK}
-        seen: dict[tuple[str, str], set[int]] = defaultdict(set)
-
-        def all_announced() -> bool:
-            for key, ids in status_announcements(announcements.received(0.2)).items():
-                seen[key].update(ids)
-            return set(seen) >= expected
-
-        wait_until(all_announced, timeout=120, what="every change to be announced")
+        seen = gather_announcements(announcements, expected)
         # A relay killed between PUBACK and marking the row sent repeats the same event_id;
         # a change is never announced under two ids.
         assert {key: len(ids) for key, ids in seen.items()} == dict.fromkeys(expected, 1)
@@ -222,15 +215,8 @@ def test_reports_sent_while_the_api_is_down_are_applied_when_it_returns(
             )
             == 1
         )
-        seen: dict[tuple[str, str], set[int]] = defaultdict(set)
-
-        def all_announced() -> bool:
-            for key, ids in status_announcements(announcements.received(0.2)).items():
-                seen[key].update(ids)
-            return len(seen) >= len(orders)
-
-        wait_until(all_announced, timeout=60, what="the announcements")
-        assert set(seen) == {(order, "picked_up") for order in orders}
+        expected = {(order, "picked_up") for order in orders}
+        assert set(gather_announcements(announcements, expected)) == expected
     finally:
         publisher.close()
         announcements.close()
