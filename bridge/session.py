@@ -27,6 +27,7 @@ log = logging.getLogger("bridge.session")
 
 _decoder = msgspec.json.Decoder()
 MAX_CHANNELS_PER_CLIENT = 200
+KNOWN_FRAME_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
 # No command of the browser protocol nests deeper than 2.
 MAX_FRAME_DEPTH = 8
 
@@ -120,7 +121,8 @@ class Session:
             raise BadFrame("bad_json", "the frame is not JSON") from None
         if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
             raise BadFrame("bad_frame", 'a frame is a JSON object with a "type"')
-        self.metrics.frames_in.labels(frame["type"][:32]).inc()
+        kind = frame["type"]
+        self.metrics.frames_in.labels(kind if kind in KNOWN_FRAME_TYPES else "unknown").inc()
         return frame
 
     def error(self, code: str, message: str, **extra: object) -> None:
@@ -226,9 +228,20 @@ class Session:
             while True:
                 frame = await self._receive()
                 if frame is not None:
-                    await self._handle(frame)
+                    await self._handle_safely(frame)
         except (Disconnected, WebSocketDisconnect):
             return
+
+    async def _handle_safely(self, frame: dict[str, Any]) -> None:
+        """One frame's failure (the database down during a subscribe, a bug) is answered
+        and counted; it does not end the socket."""
+        try:
+            await self._handle(frame)
+        except (Disconnected, WebSocketDisconnect):
+            raise
+        except Exception:
+            log.exception("handling a %s frame failed", str(frame.get("type"))[:32])
+            self.error("internal_error", "the server could not handle this frame; try again")
 
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]

@@ -15,7 +15,9 @@ from itertools import accumulate
 #: and browser frames stay well below this.
 MAX_JSON_DEPTH = 32
 
-_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# An unterminated literal runs to the end (the parser reads it as a string too), so every
+# match attempt succeeds: linear, not quadratic, on a frame of escaped quotes.
+_STRING_LITERAL = re.compile(rb'"[^"\\]*(?:\\(?:.|\Z)[^"\\]*)*(?:"|\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 

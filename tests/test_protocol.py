@@ -248,3 +248,18 @@ def test_non_utc_offsets_compare_equal() -> None:
     payload = b'{"lat":1,"lon":2,"ts":"2024-05-01T03:00:00-05:00"}'
     (fix,) = decode("fleet/couriers/c1/location", payload).fixes
     assert fix.fix_time == datetime(2024, 5, 1, 3, 0, tzinfo=tz)
+
+
+def test_json_limits_see_brackets_only_outside_strings() -> None:
+    from protocol.json_limits import json_limit_violation, nesting_depth
+
+    assert nesting_depth(b'{"a": "[[[[[[", "b": [1, {"c": 2}]}') == 3
+    assert nesting_depth(b'["\\"[[[[", [[]]]') == 3
+    assert json_limit_violation(b"[" * 40 + b"]" * 40, max_bytes=1000) is not None
+    assert json_limit_violation(b"[" * 32 + b"]" * 32, max_bytes=1000) is None
+    # Escaped quotes and an unterminated string: still decided (a linear scan).
+    hostile = b'"' + b'\\"' * 8000 + b"[" * 40
+    assert json_limit_violation(hostile, max_bytes=65536) is None
+    too_big = json_limit_violation(b"[" * 70_000, max_bytes=65536)
+    assert too_big is not None
+    assert too_big.code == "too_large"
