@@ -209,6 +209,7 @@ class MqttLink:
         self._connack: asyncio.Future[ReasonCode] | None = None
         self._unsuback: asyncio.Future[None] | None = None
         self._topics: list[str] = []
+        self._standby: list[str] = []
         #: Set once this worker left the shared group: a reconnect does not rejoin it.
         self.left_group = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,8 +283,12 @@ class MqttLink:
             for f in ingest_filters(prefix=self.settings.topic_prefix)
         ]
         self._topics = [topic for topic, _ in topics]
+        self._standby = list(ingest_filters(prefix=self.settings.topic_prefix))
         if not self.left_group:
             client.subscribe(topics)
+            # Back in the group: drop the standby copy a clean stop left (what it queued
+            # meanwhile is in the session already and still arrives).
+            client.unsubscribe(self._standby)
         self.connected.set()
         log.info(
             "connected to %s as %s (session %s); subscribed to %s",
@@ -323,14 +328,18 @@ class MqttLink:
     # --- public ---------------------------------------------------------------------
 
     async def leave_group(self, *, within_s: float) -> bool:
-        """Unsubscribe from the shared group, so the broker routes new messages to the
-        workers that remain; what it already gave this session still arrives. True once
-        the broker confirmed."""
+        """Leave the shared group, so the broker routes new messages to the workers that
+        remain; what it already gave this session still arrives. The session keeps a plain
+        standby subscription, so that messages published while this worker is away are
+        queued for it as well: if it was the last worker nothing is lost, and otherwise its
+        return only replays what the others stored (deduplicated). True once the broker
+        confirmed."""
         self.left_group = True
         if not self.connected.is_set() or not self._topics:
             return False
         assert self._loop is not None
         self._unsuback = self._loop.create_future()
+        self.client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._standby])
         self.client.unsubscribe(self._topics)
         try:
             await asyncio.wait_for(asyncio.shield(self._unsuback), within_s)

@@ -269,3 +269,28 @@ def test_a_worker_stopped_mid_stream_leaves_its_share_to_the_other(
             assert staying.alive()
         finally:
             publisher.close()
+
+
+def test_the_last_worker_stopped_cleanly_loses_nothing_published_while_it_is_away(
+    services: Services, unique: str
+) -> None:
+    """Leaving the group on SIGTERM must not drop what arrives while no worker runs: the
+    stopped worker's session keeps a standby subscription, replayed when it returns."""
+    group, client_id = f"last{unique}", f"last-worker-{unique}"
+    source = f"s{unique}last"
+    lines = fix_lines(1000, start=datetime(2026, 1, 3, tzinfo=UTC).timestamp(), step=0.01)
+    with running_worker(services, group=group, client_id=client_id) as worker:
+        assert worker.terminate() == 0
+    publisher = LinePublisher(services, f"fleet/vehicles/{source}/location")
+    try:
+        publisher.send(lines)
+        time.sleep(1.0)  # let the broker queue them for the stopped worker's session
+        assert positions_of(services.dsn, source) == 0
+        with running_worker(services, group=group, client_id=client_id):
+            wait_until(
+                lambda: positions_of(services.dsn, source) == len(lines),
+                timeout=60,
+                what="what was published while the worker was away",
+            )
+    finally:
+        publisher.close()
