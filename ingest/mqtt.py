@@ -35,6 +35,8 @@ READ_CHUNK = 256 * 1024
 # (topic, payload, packet id, qos); topic may be bytes that are not UTF-8.
 MessageHandler = Callable[[str | bytes, bytes, int, int], None]
 PUBACK_HEADER = struct.Struct("!BBH")
+#: Marks the standby subscription a clean stop leaves in the session (see leave_group).
+STANDBY_SUBSCRIPTION_ID = 1
 UINT16 = struct.Struct("!H")
 
 
@@ -207,7 +209,7 @@ class MqttLink:
         self._on_message = on_message
         self._lost = asyncio.Event()
         self._connack: asyncio.Future[ReasonCode] | None = None
-        self._unsuback: asyncio.Future[None] | None = None
+        self._unsubacks: dict[int, asyncio.Future[None]] = {}
         self._topics: list[str] = []
         self._standby: list[str] = []
         #: Set once this worker left the shared group: a reconnect does not rejoin it.
@@ -224,13 +226,21 @@ class MqttLink:
         client.on_disconnect = self._handle_disconnect
         client.on_unsubscribe = self._handle_unsubscribe
         client.on_publish_packet = self._on_message
-        client.on_message = lambda _c, _u, message: self._on_message(
-            message._topic, bytes(message.payload), message.mid, message.qos
-        )
+        client.on_message = self._handle_message
         client.on_socket_open = self._socket_open
         client.on_socket_close = self._socket_close
         client.on_socket_register_write = self._register_write
         client.on_socket_unregister_write = self._unregister_write
+
+    def _handle_message(
+        self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage
+    ) -> None:
+        """paho's full path: packets with properties (or QoS 2)."""
+        if self.left_group and STANDBY_SUBSCRIPTION_ID in _subscription_ids(message):
+            # Published after this worker left: it waits, unacknowledged, in the session
+            # for this worker's return (or a restart of the last worker).
+            return
+        self._on_message(message._topic, bytes(message.payload), message.mid, message.qos)
 
     def _socket_open(self, client: mqtt.Client, _userdata: object, sock: mqtt.SocketLike) -> None:
         assert self._loop is not None
@@ -318,35 +328,61 @@ class MqttLink:
         self,
         _client: mqtt.Client,
         _userdata: object,
-        _mid: int,
+        mid: int,
         _reasons: list[ReasonCode],
         _properties: Properties | None,
     ) -> None:
-        if self._unsuback is not None and not self._unsuback.done():
-            self._unsuback.set_result(None)
+        waiter = self._unsubacks.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # --- public ---------------------------------------------------------------------
 
     async def leave_group(self, *, within_s: float) -> bool:
         """Leave the shared group, so the broker routes new messages to the workers that
-        remain; what it already gave this session still arrives. The session keeps a plain
-        standby subscription, so that messages published while this worker is away are
-        queued for it as well: if it was the last worker nothing is lost, and otherwise its
-        return only replays what the others stored (deduplicated). True once the broker
-        confirmed."""
+        remain; what it already gave this session still arrives.
+
+        First the session gets a plain standby subscription (retained messages not
+        replayed, marked by a subscription identifier), then the shared one goes: no
+        message published meanwhile matches neither, so if this was the last worker
+        nothing is lost. Standby messages are left unacknowledged while this worker stops:
+        they wait in its session, and its return only replays what the others stored
+        (deduplicated). True once the broker confirmed."""
         self.left_group = True
         if not self.connected.is_set() or not self._topics:
             return False
-        assert self._loop is not None
-        self._unsuback = self._loop.create_future()
-        self.client.subscribe([(topic, SubscribeOptions(qos=1)) for topic in self._standby])
-        self.client.unsubscribe(self._topics)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._unsuback), within_s)
-        except TimeoutError:
+        properties = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+        properties.SubscriptionIdentifier = STANDBY_SUBSCRIPTION_ID
+        options = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+        self.client.subscribe([(topic, options) for topic in self._standby], properties=properties)
+        if not await self._unsubscribe(self._topics, within_s=within_s):
             log.warning("the broker did not confirm leaving the shared group in %.0f s", within_s)
             return False
         log.info("left the shared group; draining what the broker already sent")
+        return True
+
+    async def round_trip(self, *, within_s: float) -> bool:
+        """A fence: True once the broker answered a packet sent now, so every message it
+        had written to this connection before (and every ack sent before) was handled.
+        The packet is an UNSUBSCRIBE of the shared filters, which this worker no longer
+        holds after leave_group: harmless, and answered in order."""
+        if not self.connected.is_set() or not self._topics:
+            return False
+        return await self._unsubscribe(self._topics, within_s=within_s)
+
+    async def _unsubscribe(self, topics: list[str], *, within_s: float) -> bool:
+        assert self._loop is not None
+        result, mid = self.client.unsubscribe(topics)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            return False
+        waiter = self._loop.create_future()
+        self._unsubacks[mid] = waiter
+        try:
+            await asyncio.wait_for(waiter, within_s)
+        except TimeoutError:
+            return False
+        finally:
+            self._unsubacks.pop(mid, None)
         return True
 
     def ack_many(self, mids: list[int]) -> None:
@@ -415,6 +451,14 @@ class MqttLink:
             await asyncio.wait_for(self._lost.wait(), within_s)
         except TimeoutError:
             log.warning("the broker did not close the connection within %.0f s", within_s)
+
+
+def _subscription_ids(message: mqtt.MQTTMessage) -> list[int]:
+    properties = message.properties
+    ids = getattr(properties, "SubscriptionIdentifier", None) if properties else None
+    if ids is None:
+        return []
+    return list(ids) if isinstance(ids, list) else [ids]
 
 
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:

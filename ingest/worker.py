@@ -21,10 +21,6 @@ from protocol import Decoded, MessageDecoder
 
 log = logging.getLogger("ingest")
 
-# After leaving the shared group, the broker still delivers what it had routed to this
-# session; this long without a message (and nothing pending) means it has no more.
-LEAVE_QUIET_S = 0.5
-
 
 @dataclass(slots=True)
 class Received:
@@ -67,7 +63,9 @@ class Ingestor:
         #: SIGTERM: leave the shared group, take in what the broker already sent, then stop.
         self.leaving = asyncio.Event()
         self.stopping = asyncio.Event()
-        self._last_received = time.monotonic()
+        #: Messages taken in so far, and batches taken out of ``pending`` but not yet acked.
+        self._received_count = 0
+        self._writes_in_flight = 0
         self._wake = asyncio.Event()
         self._writers = settings.ingest_db_connections
         self._conns: list[psycopg.AsyncConnection[tuple[object, ...]] | None] = [
@@ -86,7 +84,7 @@ class Ingestor:
         if isinstance(topic, bytes):  # brokers refuse such topics; never trust that
             topic = topic.decode("utf-8", errors="backslashreplace")
         now = time.monotonic()
-        self._last_received = now
+        self._received_count += 1
         pending = self.pending
         pending.append(
             Received(
@@ -149,18 +147,36 @@ class Ingestor:
 
     async def _leave_group_on_stop(self) -> None:
         """Leave the group, then take in what the broker had already routed to this
-        session (in flight, or queued behind the receive maximum) until it has been quiet
-        for LEAVE_QUIET_S with nothing pending; only then stop taking messages. Messages
-        left unacknowledged here would wait in this session for this worker's return."""
+        session (in flight, or queued behind the receive maximum); only then stop taking
+        messages. Messages left unacknowledged here would wait in this session for this
+        worker's return.
+
+        The end is found by a fence, not by a quiet period (a live stream is never quiet
+        on the standby subscription): once everything received is stored and acked, a
+        round trip to the broker that brings no new message means the session holds no
+        more of the group's messages. Each ack lets the broker send one more queued
+        message, ahead of the fence's answer; what it queued after leaving is standby
+        traffic and is left for later."""
         await self.leaving.wait()
         deadline = self._drain_deadline or time.monotonic()
         left = await self.link.leave_group(within_s=max(0.1, deadline - time.monotonic()))
-        while left and time.monotonic() < deadline and not self.stopping.is_set():
-            quiet = time.monotonic() - self._last_received >= LEAVE_QUIET_S
-            if quiet and not self.pending:
+        while left and not self.stopping.is_set():
+            if not await self._all_acked(deadline):
                 break
-            await asyncio.sleep(0.05)
+            received = self._received_count
+            if not await self.link.round_trip(within_s=max(0.1, deadline - time.monotonic())):
+                break
+            if self._received_count == received:
+                break
         self._stop_taking_messages()
+
+    async def _all_acked(self, deadline: float) -> bool:
+        """Wait until nothing is pending or being written; False at the deadline."""
+        while self.pending or self._writes_in_flight:
+            if time.monotonic() >= deadline or self.stopping.is_set():
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
     async def _report_gauges(self) -> None:
         while not self.stopping.is_set():
@@ -200,10 +216,12 @@ class Ingestor:
                 await self._wait_for_batch()
             batch = self.pending[: self._batch_rows]
             del self.pending[: len(batch)]
+            self._writes_in_flight += 1  # until _store_and_ack has acked it or put it back
             rows = self._prepare(batch)
             while len(writing) >= self._writers:
                 if not await self._finished(writing.popleft()):
                     self.pending[:0] = batch
+                    self._writes_in_flight -= 1
                     return
             previous = writing[-1] if writing else None
             writing.append(
@@ -280,16 +298,19 @@ class Ingestor:
     ) -> None:
         started = time.monotonic()
         try:
-            result = await self._write_with_retry(rows, batch, slot)
-            committed = time.time()
-            if after is not None:
-                await asyncio.wait([after])
-                if after.cancelled() or after.exception() is not None:
-                    raise DrainDeadlineError  # acks must not overtake an unacked batch
-        except DrainDeadlineError:
-            self.pending[:0] = batch
-            raise
-        self._ack(batch)
+            try:
+                result = await self._write_with_retry(rows, batch, slot)
+                committed = time.time()
+                if after is not None:
+                    await asyncio.wait([after])
+                    if after.cancelled() or after.exception() is not None:
+                        raise DrainDeadlineError  # acks must not overtake an unacked batch
+            except DrainDeadlineError:
+                self.pending[:0] = batch
+                raise
+            self._ack(batch)
+        finally:
+            self._writes_in_flight -= 1
         self._count(result, rows, batch, started, committed)
 
     async def _write_with_retry(

@@ -294,3 +294,65 @@ def test_the_last_worker_stopped_cleanly_loses_nothing_published_while_it_is_awa
             )
     finally:
         publisher.close()
+
+
+def test_a_worker_stops_promptly_under_a_stream_that_never_pauses(
+    services: Services, unique: str
+) -> None:
+    """The stream does not pause while one of two workers stops: the stopping worker must
+    still find the end of its share (a round trip, not a quiet period) long before its
+    drain deadline, must not take in the standby copy of the stream meanwhile, and the
+    other worker stores everything."""
+    group = f"busy{unique}"
+    source = f"s{unique}busy"
+    drain_deadline_s = 120
+    stop_publishing = threading.Event()
+    sent = [0]
+    publisher = LinePublisher(services, f"fleet/vehicles/{source}/location")
+    start = datetime(2026, 1, 4, tzinfo=UTC).timestamp()
+
+    def publish_until_told() -> None:
+        while not stop_publishing.is_set():
+            publisher.send(fix_lines(50, start=start + sent[0] * 0.01, step=0.01))
+            sent[0] += 50
+            time.sleep(0.01)
+
+    extra_env = {"FLEETPULSE_INGEST_DRAIN_TIMEOUT_S": str(drain_deadline_s)}
+    stream = threading.Thread(target=publish_until_told, name="stream")
+    try:
+        with (
+            running_worker(services, group=group, extra_env=extra_env) as stopping,
+            running_worker(services, group=group, extra_env=extra_env) as staying,
+        ):
+            stream.start()
+            wait_until(
+                lambda: stopping.metric("fleetpulse_ingest_messages_received_total") > 0,
+                timeout=60,
+                what="the first worker to take part",
+            )
+            # Stopping ends while the stream still flows; its deadline is far off.
+            assert stopping.terminate(timeout=drain_deadline_s - 30) == 0
+            assert stream.is_alive()
+            log = stopping.log()
+            assert "left the shared group" in log
+            assert "drain deadline passed" not in log
+            stopped_at = positions_of(services.dsn, source)
+            wait_until(
+                lambda: positions_of(services.dsn, source) > stopped_at,
+                timeout=60,
+                what="the staying worker to go on storing the stream",
+            )
+            stop_publishing.set()
+            stream.join(timeout=60)
+            wait_until(
+                lambda: positions_of(services.dsn, source) == sent[0],
+                timeout=60,
+                what="every fix of the stream, with one worker stopped for good",
+            )
+            assert staying.alive()
+            assert staying.metric("fleetpulse_ingest_duplicates_total", 'table="positions"') == 0
+    finally:
+        stop_publishing.set()
+        if stream.is_alive():
+            stream.join(timeout=60)
+        publisher.close()
