@@ -27,6 +27,10 @@ Accuracy = Annotated[float, msgspec.Meta(ge=0, le=1e7, description="metres")]
 Altitude = Annotated[float, msgspec.Meta(ge=-1e5, le=1e7, description="metres")]
 Battery = Annotated[float, msgspec.Meta(ge=0, le=100, description="percent")]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_LENGTH)]
+# OwnTracks sends negative acc/vel/cog/batt for "unknown"; only the upper bound is checked.
+OwnTracksSpeed = Annotated[float, msgspec.Meta(le=3.6e5, description="km/h")]
+OwnTracksAccuracy = Annotated[float, msgspec.Meta(le=1e7, description="metres")]
+OwnTracksCourse = Annotated[float, msgspec.Meta(le=1e6, description="degrees")]
 
 PresenceState = Literal["online", "offline", "busy"]
 DeliveryStatus = Literal["picked_up", "out_for_delivery", "delivered"]
@@ -94,10 +98,10 @@ class OwnTracksLocation(msgspec.Struct, frozen=True, gc=False, omit_defaults=Tru
     lat: Latitude
     lon: Longitude
     tst: float
-    acc: float | None = None
-    alt: float | None = None
-    vel: float | None = None
-    cog: float | None = None
+    acc: OwnTracksAccuracy | None = None
+    alt: Altitude | None = None
+    vel: OwnTracksSpeed | None = None
+    cog: OwnTracksCourse | None = None
     batt: float | None = None
     tid: str | None = None
     type: str = msgspec.field(name="_type", default="location")
@@ -117,7 +121,7 @@ class OwnTracksTransition(msgspec.Struct, frozen=True, omit_defaults=True):
     tst: float
     lat: Latitude | None = None
     lon: Longitude | None = None
-    acc: float | None = None
+    acc: OwnTracksAccuracy | None = None
     desc: Text | None = None
     rid: Text | None = None
     t: Text | None = None

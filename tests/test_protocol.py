@@ -219,6 +219,15 @@ def test_owntracks_without_tid_and_with_unknown_values() -> None:
     assert (fix.speed, fix.heading) == (None, None)
 
 
+@pytest.mark.parametrize("field", ["acc", "alt", "vel", "cog"])
+def test_owntracks_values_the_database_could_not_hold_are_out_of_range(field: str) -> None:
+    payload = b'{"_type":"location","lat":1,"lon":2,"tst":1700000000,"%s":1e300}' % field.encode()
+    decoded = decode("owntracks/c7/phone", payload)
+    assert decoded.fixes == []
+    assert [r.code for r in decoded.rejections] == ["out_of_range"]
+    assert f"$.{field}" in decoded.rejections[0].reason
+
+
 def test_owntracks_lwt_transition_and_others() -> None:
     (lwt,) = decode("owntracks/c7/phone", b'{"_type":"lwt","tst":1376715317}').events
     assert lwt == PresenceEvent("c7", "offline", datetime(2013, 8, 17, 4, 55, 17, tzinfo=UTC))
