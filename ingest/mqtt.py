@@ -37,6 +37,7 @@ MessageHandler = Callable[[str | bytes, bytes, int, int], None]
 PUBACK_HEADER = struct.Struct("!BBH")
 #: Marks the standby subscription a clean stop leaves in the session (see leave_group).
 STANDBY_SUBSCRIPTION_ID = 1
+SUBSCRIPTION_IDENTIFIER = 0x0B  # the MQTT 5 property id
 UINT16 = struct.Struct("!H")
 
 
@@ -60,6 +61,9 @@ class IngestClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._read_buffer = b""
         self._read_pos = 0
+        #: Set while a clean stop leaves the group: standby-identified messages are skipped
+        #: (left unacknowledged in the session), see MqttLink.leave_group.
+        self.holding_standby = False
 
     def reset_read_buffer(self) -> None:
         self._read_buffer, self._read_pos = b"", 0
@@ -92,9 +96,16 @@ class IngestClient(mqtt.Client):
         if qos:
             (mid,) = struct.unpack_from("!H", packet, pos)
             pos += 2
-        if packet[pos] != 0:  # a non-empty property block: let paho decode it
-            return super()._handle_publish()
-        payload = bytes(packet[pos + 1 :])
+        if packet[pos] == 0:
+            payload_at = pos + 1
+        else:
+            ids_only = subscription_ids_only(packet, pos, len(packet))
+            if ids_only is None:  # other properties: let paho decode them
+                return super()._handle_publish()
+            payload_at, standby = ids_only
+            if standby and self.holding_standby:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+        payload = bytes(packet[payload_at:])
         try:
             text: str | bytes = topic.decode()
         except UnicodeDecodeError:
@@ -135,14 +146,24 @@ class IngestClient(mqtt.Client):
             if command & 0x06:
                 (mid,) = unpack(buf, q)
                 q += 2
-            if q >= packet_end or buf[q] != 0:
-                break  # MQTT 5 properties present: paho's full path decodes them
+            if q >= packet_end:
+                break
+            if buf[q] == 0:
+                payload_at = q + 1
+            else:
+                ids_only = subscription_ids_only(buf, q, packet_end)
+                if ids_only is None:
+                    break  # other MQTT 5 properties: paho's full path decodes them
+                payload_at, standby = ids_only
+                if standby and self.holding_standby:
+                    pos = packet_end
+                    continue
             topic = buf[p + 2 : p + 2 + topic_length]
             try:
                 text: str | bytes = topic.decode()
             except UnicodeDecodeError:
                 text = topic
-            handler(text, buf[q + 1 : packet_end], mid, (command >> 1) & 3)
+            handler(text, buf[payload_at:packet_end], mid, (command >> 1) & 3)
             pos = packet_end
         if pos == start:
             return False
@@ -156,6 +177,42 @@ class IngestClient(mqtt.Client):
             pack = PUBACK_HEADER.pack
             blob = b"".join([pack(PUBACK, 2, mid) for mid in mids])
             self._packet_queue(PUBACK, blob, 0, 1)
+
+
+def subscription_ids_only(packet: bytes | bytearray, at: int, end: int) -> tuple[int, bool] | None:
+    """A PUBLISH property block at ``at`` that holds only Subscription Identifiers (what
+    Mosquitto adds for a subscription made with one): (where the payload starts, whether
+    STANDBY_SUBSCRIPTION_ID is among them). None for any other property, or a block that
+    does not fit before ``end``: paho's full path decodes those."""
+    length, pos = _varint(packet, at, end)
+    if length is None:
+        return None
+    block_end = pos + length
+    if block_end > end:
+        return None
+    standby = False
+    while pos < block_end:
+        if packet[pos] != SUBSCRIPTION_IDENTIFIER:
+            return None
+        value, pos = _varint(packet, pos + 1, block_end)
+        if value is None:
+            return None
+        standby = standby or value == STANDBY_SUBSCRIPTION_ID
+    return block_end, standby
+
+
+def _varint(packet: bytes | bytearray, at: int, end: int) -> tuple[int | None, int]:
+    """An MQTT variable byte integer at ``at``: (value, position after it); value None if it
+    runs past ``end`` or beyond four bytes."""
+    value, shift, pos = 0, 0, at
+    while pos < end and shift <= 21:
+        byte = packet[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, pos
+    return None, pos
 
 
 def default_client_id() -> str:
@@ -349,6 +406,7 @@ class MqttLink:
         they wait in its session, and its return only replays what the others stored
         (deduplicated). True once the broker confirmed."""
         self.left_group = True
+        self.client.holding_standby = True
         if not self.connected.is_set() or not self._topics:
             return False
         properties = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
