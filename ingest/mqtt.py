@@ -127,15 +127,8 @@ class IngestClient(mqtt.Client):
             command = buf[pos]
             if command & 0xF0 != PUBLISH or command & 0x06 == 0x04:
                 break
-            length, shift, p = 0, 0, pos + 1
-            while p < end and shift <= 21:
-                byte = buf[p]
-                p += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if byte < 0x80:
-                    break
-            else:
+            length, p = _varint(buf, pos + 1, end)
+            if length is None:
                 break  # remaining length incomplete (or malformed: paho will say so)
             packet_end = p + length
             if packet_end > end or length < 3:
