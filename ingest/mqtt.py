@@ -38,6 +38,8 @@ PUBACK_HEADER = struct.Struct("!BBH")
 #: Marks the standby subscription a clean stop leaves in the session (see leave_group).
 STANDBY_SUBSCRIPTION_ID = 1
 SUBSCRIPTION_IDENTIFIER = 0x0B  # the MQTT 5 property id
+#: The property block of a message that only the standby subscription matched.
+STANDBY_ONLY_PROPERTIES = bytes([2, SUBSCRIPTION_IDENTIFIER, STANDBY_SUBSCRIPTION_ID])
 UINT16 = struct.Struct("!H")
 
 
@@ -143,6 +145,11 @@ class IngestClient(mqtt.Client):
                 break
             if buf[q] == 0:
                 payload_at = q + 1
+            elif buf[q : q + 3] == STANDBY_ONLY_PROPERTIES:  # a standby backlog: keep it fast
+                if self.holding_standby:
+                    pos = packet_end
+                    continue
+                payload_at = q + 3
             else:
                 ids_only = subscription_ids_only(buf, q, packet_end)
                 if ids_only is None:

@@ -52,3 +52,11 @@ def test_a_block_that_does_not_fit_goes_to_the_full_decoder() -> None:
     packet = publish_properties(SubscriptionIdentifier=[300])
     assert subscription_ids_only(packet, 0, len(packet) - 1) is None
     assert subscription_ids_only(b"\x80\x80\x80\x80\x01", 0, 5) is None
+
+
+def test_the_standby_shortcut_is_the_block_paho_writes() -> None:
+    from ingest.mqtt import STANDBY_ONLY_PROPERTIES
+
+    packed = publish_properties(SubscriptionIdentifier=[STANDBY_SUBSCRIPTION_ID])
+    assert packed == STANDBY_ONLY_PROPERTIES
+    assert subscription_ids_only(packed, 0, len(packed)) == (3, True)
