@@ -9,11 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -26,6 +25,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from broker.accounts import process_credentials
 from config import Settings
+from mqttlink import Backoff
 from protocol import ingest_filters, shared_subscription
 
 log = logging.getLogger("ingest.mqtt")
@@ -234,14 +234,6 @@ def build_client(settings: Settings, *, client_id: str) -> IngestClient:
     credentials = process_credentials(settings, account="ingest")
     client.username_pw_set(credentials.username, credentials.password)
     return client
-
-
-def backoff_delays(*, cap: float, base: float = 0.1) -> Iterator[float]:
-    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**n))."""
-    attempt = 0
-    while True:
-        yield random.uniform(base / 2, min(cap, base * 2**attempt))
-        attempt = min(attempt + 1, 30)
 
 
 class MqttLink:
@@ -460,7 +452,7 @@ class MqttLink:
             clean_start=False,
             properties=properties,
         )
-        delays = backoff_delays(cap=self.settings.ingest_retry_max_s)
+        backoff = Backoff(base_s=0.1, cap_s=self.settings.ingest_retry_max_s)
         while not stop.is_set():
             self._lost.clear()
             self._connack = self._loop.create_future()
@@ -469,7 +461,7 @@ class MqttLink:
                 reason = await asyncio.wait_for(asyncio.shield(self._connack), 10)
             except (OSError, TimeoutError) as exc:
                 self._drop_socket()
-                delay = next(delays)
+                delay = backoff.next_delay()
                 log.warning(
                     "broker %s unreachable (%s); retrying in %.1f s",
                     self.settings.mqtt_url,
@@ -480,17 +472,17 @@ class MqttLink:
                 continue
             if reason.is_failure:
                 self._drop_socket()
-                delay = next(delays)
+                delay = backoff.next_delay()
                 log.error("broker refused the connection: %s; retrying in %.1f s", reason, delay)
                 await _sleep_unless(stop, delay)
                 continue
-            delays = backoff_delays(cap=self.settings.ingest_retry_max_s)
+            backoff.reset()
             while not stop.is_set() and not self._lost.is_set():
                 self.client.loop_misc()
                 await _wait_any(stop, self._lost, within_s=1.0)
             if self._lost.is_set() and not stop.is_set():
                 self._drop_socket()
-                delay = next(delays)
+                delay = backoff.next_delay()
                 log.info("reconnecting in %.1f s", delay)
                 await _sleep_unless(stop, delay)
 

@@ -15,8 +15,9 @@ import psycopg
 
 from config import Settings
 from ingest.metrics import IngestMetrics
-from ingest.mqtt import MqttLink, backoff_delays
+from ingest.mqtt import MqttLink
 from ingest.storage import BatchRows, BatchStore, WriteResult
+from mqttlink import Backoff
 from protocol import Decoded, MessageDecoder
 
 log = logging.getLogger("ingest")
@@ -316,7 +317,7 @@ class Ingestor:
     async def _write_with_retry(
         self, rows: BatchRows, batch: list[Received], slot: int
     ) -> WriteResult:
-        delays = backoff_delays(cap=self.settings.ingest_retry_max_s)
+        backoff = Backoff(base_s=0.1, cap_s=self.settings.ingest_retry_max_s)
         isolate = False
         while True:
             try:
@@ -327,7 +328,7 @@ class Ingestor:
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.metrics.db_errors.labels("unavailable").inc()
                 await self._drop_connection(slot)
-                delay = next(delays)
+                delay = backoff.next_delay()
                 first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 log.warning(
                     "database unavailable (%s); %d messages kept unacknowledged, retry in %.1f s",
