@@ -237,18 +237,12 @@ def main() -> int:
 def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[str, float]:
     """The API's own queries straight through psycopg: what HTTP and the API add is the
     difference."""
-    from api.routes.analytics import COURIERS_ACTIVE_SQL, FIXES_SQL, ORDERS_SQL
-    from api.routes.positions import LAST_POSITIONS_SQL
+    from store.analytics import COURIERS_ACTIVE_SQL, FIXES_SQL, ORDERS_SQL
+    from store.positions import LAST_POSITIONS_ROWS_SQL, TRACK_BUCKETS_SQL
     from store.presence import PRESENCE_SQL
 
     start_1h = end - timedelta(hours=1)
     params = {"start": start_1h, "end": end, "bucket": 60}
-    track_sql = """
-        SELECT time_bucket(make_interval(secs => 60), fix_time) AS bucket,
-               last(lat, fix_time), last(lon, fix_time), avg(speed), count(*)
-        FROM positions WHERE source_kind = 'courier' AND source_id = %s
-          AND fix_time >= %s AND fix_time < %s GROUP BY bucket ORDER BY bucket
-    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SET TIME ZONE 'UTC'")
 
@@ -259,11 +253,11 @@ def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[s
 
         return {
             "last_positions": median_ms(
-                lambda: conn.execute(LAST_POSITIONS_SQL, ()).fetchall(), runs=calls
+                lambda: conn.execute(LAST_POSITIONS_ROWS_SQL, ()).fetchall(), runs=calls
             ),
             "track": median_ms(
                 lambda: conn.execute(
-                    track_sql, (courier, end - timedelta(hours=24), end)
+                    TRACK_BUCKETS_SQL, (60, "courier", courier, end - timedelta(hours=24), end)
                 ).fetchall(),
                 runs=calls,
             ),

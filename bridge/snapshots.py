@@ -9,6 +9,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.events import Fix
+from store.positions import read_last_positions
 from store.presence import CourierPresence, read_presence
 
 
@@ -17,25 +18,27 @@ class Snapshots:
         self._pool = pool
         self._fleet_limit = fleet_limit
 
-    async def _last_positions(self, where: str, params: tuple[object, ...]) -> list[Fix]:
-        query = (
-            "SELECT source_kind, source_id, fix_time, lat, lon, speed, heading "
-            f"FROM last_positions WHERE {where} LIMIT {self._fleet_limit}"
-        )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, params)
-            return [
-                Fix(
-                    row["source_kind"],
-                    row["source_id"],
-                    row["lat"],
-                    row["lon"],
-                    row["fix_time"].timestamp(),
-                    row["speed"],
-                    row["heading"],
-                )
-                for row in await cur.fetchall()
-            ]
+    async def _last_positions(self, couriers: Collection[str] | None) -> list[Fix]:
+        """Stored newest fixes: of the given couriers, or of every source."""
+        async with self._pool.connection() as conn:
+            stored = await read_last_positions(
+                conn,
+                kind=None if couriers is None else "courier",
+                source_ids=couriers,
+                limit=self._fleet_limit,
+            )
+        return [
+            Fix(
+                row.source_kind,
+                row.source_id,
+                row.lat,
+                row.lon,
+                row.fix_time.timestamp(),
+                row.speed,
+                row.heading,
+            )
+            for row in stored
+        ]
 
     async def _open_orders(self) -> list[dict[str, Any]]:
         """Every order not finished yet, for the admin's fleet snapshot."""
@@ -74,9 +77,7 @@ class Snapshots:
         and the last one this bridge relayed."""
         if not couriers:
             return []
-        stored = await self._last_positions(
-            "source_kind = 'courier' AND source_id = ANY(%s)", (list(couriers),)
-        )
+        stored = await self._last_positions(couriers)
         keys = [f"courier:{c}" for c in couriers]
         return [fix.item() for fix in self._newest(stored, relayed, keys)]
 
@@ -87,7 +88,7 @@ class Snapshots:
 
     async def fleet(self, relayed: Mapping[str, Fix]) -> dict[str, Any]:
         """Orders and locations; the hub adds `presence`."""
-        stored = await self._last_positions("true", ())
+        stored = await self._last_positions(None)
         fixes = self._newest(stored, relayed, list(relayed))
         return {
             "orders": await self._open_orders(),

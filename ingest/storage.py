@@ -18,50 +18,18 @@ import psycopg
 from psycopg import errors
 
 from protocol import DeliveryStatusEvent, EmergencyEvent, Event, Fix
+from store.positions import (
+    COPY_POSITIONS,
+    COPY_STAGE,
+    CREATE_STAGE,
+    INSERT_FROM_STAGE,
+    POSITION_TYPES,
+    UPSERT_LAST_POSITIONS,
+    PositionRow,
+    newest_per_source,
+)
 from store.reports import REPORTS_CHANNEL
 
-POSITION_COLUMNS = (
-    "source_kind, source_id, fix_time, lat, lon, speed, heading, accuracy, altitude, battery, "
-    "received_at"
-)
-POSITION_TYPES = [
-    "text",
-    "text",
-    "timestamptz",
-    "float8",
-    "float8",
-    "float4",
-    "float4",
-    "float4",
-    "float4",
-    "float4",
-    "timestamptz",
-]
-COPY_POSITIONS = f"COPY positions ({POSITION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-COPY_STAGE = f"COPY positions_stage ({POSITION_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-CREATE_STAGE = """
-CREATE TEMPORARY TABLE IF NOT EXISTS positions_stage
-    (LIKE positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS
-"""
-INSERT_FROM_STAGE = f"""
-INSERT INTO positions ({POSITION_COLUMNS})
-SELECT {POSITION_COLUMNS} FROM positions_stage
-ON CONFLICT (source_kind, source_id, fix_time) DO NOTHING
-"""
-# One row per source, sorted, so two workers lock last_positions rows in the same order.
-UPSERT_LAST_POSITIONS = f"""
-INSERT INTO last_positions AS lp ({POSITION_COLUMNS})
-SELECT * FROM unnest(
-    %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float4[],
-    %s::float4[], %s::float4[], %s::float4[], %s::float4[], %s::timestamptz[]
-)
-ON CONFLICT (source_kind, source_id) DO UPDATE SET
-    fix_time = excluded.fix_time, lat = excluded.lat, lon = excluded.lon,
-    speed = excluded.speed, heading = excluded.heading, accuracy = excluded.accuracy,
-    altitude = excluded.altitude, battery = excluded.battery,
-    received_at = excluded.received_at
-WHERE lp.fix_time < excluded.fix_time
-"""
 INSERT_EVENT = """
 INSERT INTO events
     (event_time, kind, source_kind, source_id, order_id, payload, dedup_key, received_at)
@@ -80,20 +48,6 @@ NOTIFY_DEVICE_REPORTS = f"SELECT pg_notify('{REPORTS_CHANNEL}', '')"
 INSERT_DEAD_LETTER = """
 INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (%s, %s, %s, %s)
 """
-
-PositionRow = tuple[
-    str,
-    str,
-    datetime,
-    float,
-    float,
-    float | None,
-    float | None,
-    float | None,
-    float | None,
-    float | None,
-    datetime,
-]
 
 
 @dataclass(slots=True)
@@ -186,15 +140,7 @@ class BatchStore:
         return inserted, True
 
     async def _upsert_last_positions(self, values: Sequence[PositionRow]) -> None:
-        newest: dict[tuple[str, str], PositionRow] = {}
-        for row in values:
-            key = (row[0], row[1])
-            current = newest.get(key)
-            if current is None or row[2] > current[2]:
-                newest[key] = row
-        ordered = [newest[key] for key in sorted(newest)]
-        columns = [list(column) for column in zip(*ordered, strict=True)]
-        await self.conn.execute(UPSERT_LAST_POSITIONS, columns)
+        await self.conn.execute(UPSERT_LAST_POSITIONS, newest_per_source(values))
 
     async def _insert_events(self, events: Sequence[tuple[Event, datetime]]) -> int:
         stored = reports = 0

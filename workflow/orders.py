@@ -16,6 +16,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from store.positions import read_last_position, recent_fixes
 from workflow.eta import EtaParameters, Fix, estimate_arrival
 from workflow.rules import (
     ACTIVE,
@@ -311,28 +312,21 @@ async def compute_eta(
     status = Status(order["status"])
     if order["courier_id"] is None or status not in ACTIVE:
         return None
-    async with conn.cursor() as cur:
-        await cur.execute(
-            """
-            SELECT fix_time, lat, lon, speed FROM last_positions
-            WHERE source_kind = 'courier' AND source_id = %s
-            """,
-            (order["courier_id"],),
+    stored = await read_last_position(conn, kind="courier", source_id=order["courier_id"])
+    if stored is None:
+        return None
+    last = Fix(stored.fix_time, stored.lat, stored.lon, stored.speed)
+    recent = [
+        Fix(*row)
+        for row in await recent_fixes(
+            conn,
+            kind="courier",
+            source_id=order["courier_id"],
+            after=last.time - timedelta(seconds=params.window_s),
+            until=last.time,
+            limit=200,
         )
-        last_row = await cur.fetchone()
-        if last_row is None:
-            return None
-        last = Fix(last_row[0], last_row[1], last_row[2], last_row[3])
-        await cur.execute(
-            """
-            SELECT fix_time, lat, lon, speed FROM positions
-            WHERE source_kind = 'courier' AND source_id = %s AND fix_time > %s
-              AND fix_time <= %s
-            ORDER BY fix_time DESC LIMIT 200
-            """,
-            (order["courier_id"], last.time - timedelta(seconds=params.window_s), last.time),
-        )
-        recent = [Fix(r[0], r[1], r[2], r[3]) for r in await cur.fetchall()]
+    ]
     return estimate_arrival(
         last=last,
         recent=recent,

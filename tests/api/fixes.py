@@ -1,5 +1,5 @@
-"""Storing fixes the way the ingest worker does: positions rows plus the last_positions
-upsert (the API reads what ingest writes)."""
+"""Storing fixes for API tests with the store's own positions writes (the API reads what
+ingest writes)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+
+from store.positions import PositionRow, write_positions
 
 
 def store_fixes(
@@ -18,22 +20,8 @@ def store_fixes(
     kind: str = "courier",
 ) -> None:
     received = datetime.now(UTC)
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO positions (source_kind, source_id, fix_time, lat, lon, speed,"
-            " received_at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            [(kind, courier_id, t, lat, lon, speed, received) for t, lat, lon, speed in fixes],
-        )
-        newest = max(fixes, key=lambda f: f[0])
-        cur.execute(
-            """
-            INSERT INTO last_positions (source_kind, source_id, fix_time, lat, lon, speed,
-                                        received_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT (source_kind, source_id) DO UPDATE SET
-                fix_time = excluded.fix_time, lat = excluded.lat, lon = excluded.lon,
-                speed = excluded.speed, received_at = excluded.received_at
-            WHERE last_positions.fix_time <= excluded.fix_time
-            """,
-            (kind, courier_id, *newest[:4], received),
-        )
+    rows: list[PositionRow] = [
+        (kind, courier_id, t, lat, lon, speed, None, None, None, None, received)
+        for t, lat, lon, speed in fixes
+    ]
+    write_positions(conn, rows)
