@@ -32,7 +32,7 @@ WHERE o.status IN ('assigned', 'picked_up', 'out_for_delivery')
 ORDER BY o.eta_computed_at NULLS FIRST
 LIMIT 500
 FOR UPDATE OF o SKIP LOCKED
-"""
+"""  # noqa: S608
 # An ETA that moved less than this is stored but not announced again.
 ETA_ANNOUNCE_THRESHOLD = timedelta(seconds=5)
 

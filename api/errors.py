@@ -103,7 +103,7 @@ def field_name(location: tuple[Any, ...] | list[Any]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+    async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         ERRORS.labels(exc.code).inc()
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
         return JSONResponse(
@@ -113,7 +113,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         ERRORS.labels("invalid").inc()
         problems = [
             FieldProblem(field=field_name(err.get("loc", ())), message=str(err.get("msg", "")))
@@ -125,7 +125,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _STATUS_CODES.get(exc.status_code, "error")
         ERRORS.labels(code).inc()
         return JSONResponse(
@@ -133,7 +133,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def unexpected(request: Request, _exc: Exception) -> JSONResponse:
         ERRORS.labels("internal").inc()
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return JSONResponse(

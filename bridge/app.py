@@ -61,7 +61,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
     state: dict[str, Any] = {}
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         topics = Topics(settings.topic_prefix)
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             settings.dsn, min_size=1, max_size=8, open=False, name="bridge"
@@ -123,15 +123,15 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
         )
         await session.run()
 
-    async def metrics_endpoint(request: Request) -> Response:
+    async def metrics_endpoint(_request: Request) -> Response:
         body = generate_latest(metrics.registry)
         metrics.loop_lag_peak = 0.0
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    async def healthz(request: Request) -> Response:
+    async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(request: Request) -> Response:
+    async def readyz(_request: Request) -> Response:
         problems: list[str] = []
         if not state["relay"].connected:
             problems.append("mqtt: not connected")
@@ -146,7 +146,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
 
     dashboard_page = DASHBOARD.read_text(encoding="utf-8")
 
-    async def dashboard(request: Request) -> Response:
+    async def dashboard(_request: Request) -> Response:
         return HTMLResponse(dashboard_page)
 
     app = Starlette(

@@ -190,7 +190,7 @@ class Hub:
             await self._load_relations(kind, entity_id, refresh=True)
             self._recompute_all_related(kind, entity_id)
             await self.subscriptions.wait_active(client.keys, within_s=self._subscribe_timeout_s)
-            snapshot = await self._snapshot(client, kind, entity_id)
+            snapshot = await self._snapshot(kind, entity_id)
             client.push_control({"type": "subscribed", "channel": channel})
             client.push_control({"type": "snapshot", "channel": channel, **snapshot})
         finally:
@@ -219,7 +219,7 @@ class Hub:
         elif kind == "courier":
             await self.orders.load_courier(entity_id)
 
-    async def _snapshot(self, client: Client, kind: str, entity_id: str | None) -> dict[str, Any]:
+    async def _snapshot(self, kind: str, entity_id: str | None) -> dict[str, Any]:
         if kind == "fleet":
             return {
                 **await self.snapshots.fleet(self.last_fix),

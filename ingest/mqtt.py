@@ -291,7 +291,7 @@ class MqttLink:
             return
         self._on_message(message._topic, bytes(message.payload), message.mid, message.qos)
 
-    def _socket_open(self, client: mqtt.Client, _userdata: object, sock: mqtt.SocketLike) -> None:
+    def _socket_open(self, _client: mqtt.Client, _userdata: object, sock: mqtt.SocketLike) -> None:
         assert self._loop is not None
         self._sock = sock  # type: ignore[assignment]
         self.client.reset_read_buffer()

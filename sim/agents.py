@@ -141,7 +141,7 @@ class Courier:
             self._fix(now, out)
         if self.rng.random() < self.realism.emergency_chance * dt:
             out.append(self._emergency(now))
-        return self._through_coverage(now, dt, out)
+        return self._through_coverage(dt, out)
 
     def _advance(self, now: float, dt: float, out: list[Message]) -> None:
         if self.leg is Leg.IDLE:
@@ -223,7 +223,7 @@ class Courier:
         }
         return Message(f"{self.base}/emergency", json.dumps(body).encode())
 
-    def _through_coverage(self, now: float, dt: float, out: list[Message]) -> list[Message]:
+    def _through_coverage(self, dt: float, out: list[Message]) -> list[Message]:
         """Dead zones: fixes are buffered and uploaded later as one batch, out of order;
         other messages wait in the phone's outbox."""
         if self._dead_zone_left > 0:

@@ -9,6 +9,7 @@ import string
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from broker.accounts import MqttCredentials, ServiceAccount, accounts_for, ensure_service_secrets
 from broker.acl import service_acls
@@ -99,6 +100,8 @@ class MosquittoServer:
 
     `start` bootstraps dynamic security: an admin on first start, then the service roles and
     accounts (secrets in `<root>/secrets/`). Devices added later survive restarts."""
+
+    name: ClassVar[str] = "Mosquitto"
 
     root: Path
     port: int

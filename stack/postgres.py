@@ -7,6 +7,7 @@ import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 from psycopg import sql
@@ -64,6 +65,8 @@ def timescaledb_installed() -> bool:
 @dataclass
 class PostgresServer:
     """One cluster under `root/postgres`, listening on TCP only, database `fleetpulse`."""
+
+    name: ClassVar[str] = "PostgreSQL"
 
     root: Path
     port: int

@@ -56,7 +56,7 @@ INSERT_FROM_STAGE = f"""
 INSERT INTO positions ({POSITION_COLUMNS})
 SELECT {POSITION_COLUMNS} FROM positions_stage
 ON CONFLICT (source_kind, source_id, fix_time) DO NOTHING
-"""
+"""  # noqa: S608
 _UNNEST_POSITION_ARRAYS = """
 SELECT * FROM unnest(
     %s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], %s::float4[],
@@ -141,7 +141,7 @@ async def read_last_positions(
 ) -> list[LastPosition]:
     """The newest fix of each source, optionally of one kind and of the given ids only."""
     where, params = _source_filter(kind, source_ids)
-    query = f"SELECT {_LAST_POSITION_FIELDS} FROM last_positions{where} LIMIT %s"
+    query = f"SELECT {_LAST_POSITION_FIELDS} FROM last_positions{where} LIMIT %s"  # noqa: S608
     return [LastPosition(*row) for row in await _fetch(conn, query, (*params, limit))]
 
 

@@ -53,8 +53,7 @@ def poisons(courier: str, order: str) -> list[tuple[str, bytes]]:
     }
     out: list[tuple[str, bytes]] = []
     for topic, valid in topics.items():
-        for depth in (10, 1_000, 100_000):
-            out.append((topic, deep(depth)))
+        out.extend((topic, deep(depth)) for depth in (10, 1_000, 100_000))
         out.append((topic, json.dumps({"x": json.loads("[" * 40 + "]" * 40), **valid}).encode()))
         for key, value in valid.items():  # NUL in every string field, in turn
             if isinstance(value, str):

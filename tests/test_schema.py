@@ -94,7 +94,7 @@ def test_impossible_position_values_are_rejected(db: Conn, column: str, value: o
     columns = ", ".join(row)
     placeholders = ", ".join(f"%({name})s" for name in row)
     with pytest.raises(psycopg.errors.CheckViolation):
-        db.execute(f"INSERT INTO positions ({columns}) VALUES ({placeholders})", row)
+        db.execute(f"INSERT INTO positions ({columns}) VALUES ({placeholders})", row)  # noqa: S608
 
 
 def test_order_rules(db: Conn, unique: str) -> None:

@@ -8,10 +8,12 @@ from sim.geo import BERLIN, Point, distance_m, offset
 
 
 def run(courier: Courier, seconds: int, start: float = 1_800_000_000.0) -> list[tuple[str, object]]:
-    messages = []
+    messages: list[tuple[str, object]] = []
     for second in range(seconds):
-        for message in courier.tick(start + second, 1.0):
-            messages.append((message.topic, json.loads(message.payload)))
+        messages.extend(
+            (message.topic, json.loads(message.payload))
+            for message in courier.tick(start + second, 1.0)
+        )
     return messages
 
 

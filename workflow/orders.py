@@ -86,7 +86,7 @@ async def load_order(
 ) -> dict[str, Any] | None:
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s"
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s"  # noqa: S608
             + (" FOR UPDATE" if for_update else ""),
             (order_id,),
         )
@@ -169,7 +169,7 @@ async def apply_status(
                 delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END,
                 version = version + 1
             WHERE id = %s RETURNING {ORDER_COLUMNS}
-            """,
+            """,  # noqa: S608
             (wanted, eta, when, wanted, when, order_id),
         )
         updated = await cur.fetchone()
@@ -260,7 +260,7 @@ async def assign_courier(
             UPDATE orders SET courier_id = %s, status = %s, eta = %s,
                 eta_computed_at = now(), updated_at = %s, version = version + 1
             WHERE id = %s RETURNING {ORDER_COLUMNS}
-            """,
+            """,  # noqa: S608
             (courier_id, status, eta, now, order_id),
         )
         updated = await dcur.fetchone()

@@ -33,7 +33,7 @@ async def raise_alert(body: AlertIn, state: State, principal: CurrentPrincipal) 
             f"""
             INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
             VALUES (%s, %s, %s, %s, %s) RETURNING {ALERT_COLUMNS}
-            """,
+            """,  # noqa: S608
             (courier_id, now, body.lat, body.lon, body.message),
         )
         alert = await cur.fetchone()
@@ -53,7 +53,7 @@ async def list_alerts(
     where = "WHERE acknowledged_at IS NULL" if status == "open" else ""
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY raised_at DESC LIMIT %s",
+            f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY raised_at DESC LIMIT %s",  # noqa: S608
             (limit,),
         )
         rows: list[dict[str, Any]] = await cur.fetchall()
@@ -67,7 +67,8 @@ async def acknowledge_alert(
     """An admin acknowledges an open alert; who and when are recorded."""
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)
+            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s FOR UPDATE",  # noqa: S608
+            (alert_id,),
         )
         alert = await cur.fetchone()
         if alert is None:
@@ -81,7 +82,7 @@ async def acknowledge_alert(
             f"""
             UPDATE alerts SET acknowledged_by = %s, acknowledged_at = now()
             WHERE id = %s RETURNING {ALERT_COLUMNS}
-            """,
+            """,  # noqa: S608
             (principal.uid, alert_id),
         )
         alert = await cur.fetchone()

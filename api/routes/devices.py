@@ -86,7 +86,7 @@ def _device_out(device: BrokerDevice) -> Device:
 async def _owner_exists(state: ApiState, kind: str, owner_id: str) -> None:
     table = "couriers" if kind == "courier" else "vehicles"
     async with state.transaction() as conn:
-        cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (owner_id,))
+        cur = await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", (owner_id,))  # noqa: S608
         if await cur.fetchone() is None:
             raise NotFound(f"{kind} {owner_id!r} not found")
 

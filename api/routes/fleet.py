@@ -36,7 +36,7 @@ async def _insert(state: ApiState, table: str, values: dict[str, Any]) -> dict[s
     marks = ", ".join(["%s"] * len(values))
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING *",
+            f"INSERT INTO {table} ({columns}) VALUES ({marks}) RETURNING *",  # noqa: S608
             list(values.values()),
         )
         row = await cur.fetchone()
@@ -51,11 +51,11 @@ async def _update(
         if values:
             assignments = ", ".join(f"{column} = %s" for column in values)
             await cur.execute(
-                f"UPDATE {table} SET {assignments} WHERE id = %s RETURNING *",
+                f"UPDATE {table} SET {assignments} WHERE id = %s RETURNING *",  # noqa: S608
                 [*values.values(), entity_id],
             )
         else:
-            await cur.execute(f"SELECT * FROM {table} WHERE id = %s", (entity_id,))
+            await cur.execute(f"SELECT * FROM {table} WHERE id = %s", (entity_id,))  # noqa: S608
         row = await cur.fetchone()
     if row is None:
         raise NotFound(f"{what} {entity_id!r} not found")
@@ -64,14 +64,14 @@ async def _update(
 
 async def _delete(state: ApiState, table: str, entity_id: str, what: str) -> None:
     async with state.transaction() as conn:
-        cur = await conn.execute(f"DELETE FROM {table} WHERE id = %s", (entity_id,))
+        cur = await conn.execute(f"DELETE FROM {table} WHERE id = %s", (entity_id,))  # noqa: S608
         if cur.rowcount == 0:
             raise NotFound(f"{what} {entity_id!r} not found")
 
 
 async def _get(state: ApiState, table: str, entity_id: str, what: str) -> dict[str, Any]:
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT * FROM {table} WHERE id = %s", (entity_id,))
+        await cur.execute(f"SELECT * FROM {table} WHERE id = %s", (entity_id,))  # noqa: S608
         row = await cur.fetchone()
     if row is None:
         raise NotFound(f"{what} {entity_id!r} not found")
@@ -80,7 +80,7 @@ async def _get(state: ApiState, table: str, entity_id: str, what: str) -> dict[s
 
 async def _list(state: ApiState, table: str, limit: int, offset: int) -> list[dict[str, Any]]:
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT * FROM {table} ORDER BY id LIMIT %s OFFSET %s", (limit, offset))
+        await cur.execute(f"SELECT * FROM {table} ORDER BY id LIMIT %s OFFSET %s", (limit, offset))  # noqa: S608
         return await cur.fetchall()
 
 

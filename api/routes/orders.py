@@ -92,7 +92,7 @@ async def create_order(body: OrderIn, state: State, principal: CurrentPrincipal)
             INSERT INTO orders (id, restaurant_id, customer_uid, pickup_lat, pickup_lon,
                                 dropoff_lat, dropoff_lon, promised_at)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {ORDER_COLUMNS}
-            """,
+            """,  # noqa: S608
             (
                 body.id,
                 body.restaurant_id,
@@ -126,7 +126,7 @@ async def list_orders(
         params = (*params, status)
     async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where}"
+            f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where}"  # noqa: S608
             " ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
             (*params, limit, offset),
         )
