@@ -61,6 +61,9 @@ class Client:
     # While > 0 a subscribe is building its snapshot: only control frames go out, so the
     # confirmation and snapshot precede the live events of that channel.
     hold: int = 0
+    # True from a token's expiry until a fresh `auth`: only control frames go out, and data
+    # pushed meanwhile is dropped (the fresh auth brings new snapshots).
+    suspended: bool = False
     _control: deque[str] = field(default_factory=deque)
     _events: deque[Queued] = field(default_factory=deque)
     _fleet: list[FleetBatch] = field(default_factory=list)
@@ -89,7 +92,23 @@ class Client:
         self._control.append(encode(frame))
         self._wake.set()
 
+    def suspend(self) -> None:
+        """The token expired: stop sending data, queued data included, until resume()."""
+        self.suspended = True
+        queued = len(self._events) + len(self._positions) + sum(len(b.items) for b in self._fleet)
+        if queued:
+            self.metrics.dropped.labels("reauth_pending").inc(queued)
+        self._events.clear()
+        self._positions.clear()
+        self._fleet.clear()
+
+    def resume(self) -> None:
+        self.suspended = False
+
     def push_event(self, frame: str, received: float) -> None:
+        if self.suspended:
+            self.metrics.dropped.labels("reauth_pending").inc()
+            return
         if len(self._events) >= self.limits.event_queue:
             self.metrics.dropped.labels("slow_consumer").inc(len(self._events))
             self._events.clear()
@@ -99,6 +118,9 @@ class Client:
         self._wake.set()
 
     def push_position(self, key: str, frame: str, received: float) -> None:
+        if self.suspended:
+            self.metrics.dropped.labels("reauth_pending").inc()
+            return
         positions = self._positions
         if key in positions:
             self.metrics.coalesced.inc()
@@ -110,6 +132,9 @@ class Client:
         self._positions.pop(key, None)
 
     def push_fleet(self, batch: FleetBatch) -> None:
+        if self.suspended:
+            self.metrics.dropped.labels("reauth_pending").inc(len(batch.items))
+            return
         fleet = self._fleet
         fleet.append(batch)
         if len(fleet) > self.limits.fleet_backlog:

@@ -197,6 +197,20 @@ class Hub:
             client.hold -= 1
             client.wake()
 
+    async def refresh_snapshots(self, client: Client) -> None:
+        """A fresh snapshot of each of the client's channels, ahead of its live data."""
+        client.hold += 1
+        try:
+            for channel in sorted(client.channels):
+                kind, entity_id = parse_channel(channel)
+                await self._load_relations(kind, entity_id, refresh=True)
+                self._recompute(client)
+                snapshot = await self._snapshot(kind, entity_id)
+                client.push_control({"type": "snapshot", "channel": channel, **snapshot})
+        finally:
+            client.hold -= 1
+            client.wake()
+
     def unsubscribe(self, client: Client, channel: str) -> None:
         parse_channel(channel)
         if channel in client.channels:

@@ -286,6 +286,11 @@ class Session:
         self.client.principal = principal
         self._refreshed.set()
         self._auth_ok(principal)
+        if self.client.suspended:
+            # Data resumes with a fresh snapshot of each channel: what changed during the
+            # grace was not sent.
+            self.client.resume()
+            await self.hub.refresh_snapshots(self.client)
 
     async def _watch_expiry(self) -> None:
         while True:
@@ -299,6 +304,7 @@ class Session:
             self.client.push_control(
                 {"type": "reauth_required", "grace_s": self.limits.reauth_grace_s}
             )
+            self.client.suspend()
             with anyio.move_on_after(self.limits.reauth_grace_s):
                 await self._refreshed.wait()
                 continue

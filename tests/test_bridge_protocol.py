@@ -20,6 +20,7 @@ from tests.bridge_support import (
     connected,
     fix,
     running_bridge,
+    stream_until_seen,
 )
 from tests.services import Services
 
@@ -119,6 +120,51 @@ async def test_expiring_token_asks_for_reauth_and_closes_without_it(
     await renewing.send({"type": "ping", "id": 7})
     assert (await renewing.expect_type("pong"))["id"] == 7
     await renewing.close()
+
+
+@pytest.fixture(scope="module")
+def patient_bridge(services: Services) -> Iterator[BridgeProcess]:
+    # The production grace, so the test's steps inside it never race its end.
+    with running_bridge(services, bridge_reauth_grace_s="30") as running:
+        yield running
+
+
+DATA_FRAMES = frozenset({"location", "locations", "status", "assignment", "presence", "alert"})
+
+
+async def test_an_expired_token_gets_only_control_frames_until_a_fresh_auth(
+    patient_bridge: BridgeProcess, unique: str
+) -> None:
+    bridge, services = patient_bridge, patient_bridge.services
+    courier = f"c{unique}"
+    topic = f"fleet/couriers/{courier}/location"
+    admin = await WsClient.open(bridge.url)
+    ok = await admin.auth(bridge.signer.issue(uid="ops", role="admin", ttl_s=3))
+    assert ok["type"] == "auth_ok"
+    await admin.subscribe(f"courier:{courier}")
+    await stream_until_seen(admin, services, courier, lat=1.0)
+
+    await admin.expect_type("reauth_required", within=10)
+    expired_at = len(admin.frames)
+    dropped_before = bridge.metric("bridge_dropped_total", reason="reauth_pending")
+    # Fixes keep arriving at the bridge during the grace; none of them reaches the socket.
+    for lat in (2.0, 3.0, 4.0):
+        await apublish(services, topic, fix(lat))
+    deadline = time.monotonic() + 20
+    while bridge.metric("bridge_dropped_total", reason="reauth_pending") < dropped_before + 3:
+        assert time.monotonic() < deadline, "the bridge never saw the fixes sent in the grace"
+        await asyncio.sleep(0.05)
+
+    await admin.send({"type": "auth", "token": bridge.token("admin", "ops")})
+    await admin.expect_type("auth_ok")
+    snapshot = await admin.expect_type("snapshot")
+    during_grace = admin.frames[expired_at:]
+    assert not [f for f in during_grace if f["type"] in DATA_FRAMES], during_grace
+    # The fresh auth brings the channel's state as it is now, then the live data again.
+    assert snapshot["channel"] == f"courier:{courier}"
+    assert [(p["id"], p["lat"]) for p in snapshot["locations"]] == [(courier, 4.0)]
+    await stream_until_seen(admin, services, courier, lat=5.0)
+    await admin.close()
 
 
 async def test_malformed_frames_are_answered_and_the_socket_stays_usable(
