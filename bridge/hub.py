@@ -1,13 +1,8 @@
-"""Routing: which connected client may see, and wants, each MQTT message.
+"""Fan-out: each MQTT message to the connected clients that want it and may see it.
 
-Per-role visibility (docs/websocket.md):
-- admin: everything; `fleet` is the firehose; every admin socket gets every alert (the API's
-  `{prefix}/alerts/{courier_id}`, once: a phone's own emergency topic is the API's input).
-- courier: `courier:<own id>`: their assignments, the status of their orders, their positions.
-- customer: `order:<id>` of their own orders: status and ETA, and the courier's positions only
-  while the order is assigned, picked up or out for delivery.
-- restaurant: `restaurant:<own id>` and `order:<id>` of its orders: status and ETA, and the
-  courier's positions until delivery.
+Who may see what is bridge.policy; the hub keeps the subscriptions it implies current as
+orders change, and routes. Every admin socket gets every alert (the API's
+`{prefix}/alerts/{courier_id}`, once: a phone's own emergency topic is the API's input).
 
 Server announcements are relayed once (by `event_id`; alerts also by (alert_id, state)) and
 applied to the order cache by the order's `version` (bridge.orders), never by `ts`.
@@ -42,38 +37,27 @@ from bridge.events import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.orders import Change, Order, OrderDirectory
+from bridge.policy import (
+    ChannelKind,
+    may_subscribe,
+    owns,
+    parse_channel,
+    sees_status_on_courier_channel,
+    wanted_keys,
+)
 from bridge.presence import PresenceTracker
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import Key, SubscriptionManager
-from bridge.topics import FAMILIES, ID_PATTERN, Topics
+from bridge.topics import Topics
 from protocol.decoding import MessageDecoder
 from protocol.payloads import PresenceEvent
 from protocol.topics import TopicError, TopicKind
 
 log = logging.getLogger("bridge.hub")
 
-_FLEET_KEYS: tuple[Key, ...] = tuple((family, None) for family in FAMILIES)
-
 
 class Forbidden(Exception):
     """The principal may not see this channel (or it does not exist: never say which)."""
-
-
-class BadChannel(ValueError):
-    """Not a channel name of the protocol."""
-
-
-def parse_channel(channel: object) -> tuple[str, str | None]:
-    if channel == "fleet":
-        return "fleet", None
-    if isinstance(channel, str) and ":" in channel:
-        kind, _, entity_id = channel.partition(":")
-        if kind in ("courier", "order", "restaurant") and ID_PATTERN.match(entity_id):
-            return kind, entity_id
-    raise BadChannel(
-        "channel must be 'fleet', 'courier:<id>', 'order:<id>' or 'restaurant:<id>' with ids "
-        "of 1-64 characters [A-Za-z0-9_-]"
-    )
 
 
 class Hub:
@@ -137,38 +121,12 @@ class Hub:
         self._apply_keys(client, set())
 
     # --- subscriptions ----------------------------------------------------------------------
-    async def authorize(self, client: Client, kind: str, entity_id: str | None) -> None:
+    async def authorize(self, client: Client, kind: ChannelKind, entity_id: str | None) -> None:
         principal = client.principal
         assert principal is not None
-        if principal.role == "admin":
-            if kind == "order" and entity_id and await self.orders.load(entity_id) is None:
-                raise Forbidden
-            return
-        if kind == "courier" and principal.role == "courier":
-            if principal.courier_id == entity_id:
-                return
-        elif kind == "restaurant" and principal.role == "restaurant":
-            if principal.restaurant_id == entity_id:
-                return
-        elif kind == "order" and entity_id is not None:
-            order = await self.orders.load(entity_id)
-            if order is not None and self._owns(client, order):
-                return
-        raise Forbidden
-
-    def _owns(self, client: Client, order: Order) -> bool:
-        principal = client.principal
-        if principal is None:
-            return False
-        match principal.role:
-            case "admin":
-                return True
-            case "customer":
-                return order.customer_uid == principal.uid
-            case "restaurant":
-                return order.restaurant_id == principal.restaurant_id
-            case "courier":
-                return order.courier_id is not None and order.courier_id == principal.courier_id
+        order = await self.orders.load(entity_id) if kind == "order" and entity_id else None
+        if not may_subscribe(principal, kind, entity_id, order):
+            raise Forbidden
 
     async def subscribe(self, client: Client, channel: str) -> None:
         """Authorize, subscribe on MQTT, then queue the confirmation and the snapshot."""
@@ -268,32 +226,8 @@ class Hub:
         return self.presence.snapshot(ids, active)
 
     # --- what each client needs -------------------------------------------------------------
-    def _wanted_keys(self, client: Client) -> set[Key]:
-        keys: set[Key] = set()
-        for channel in client.channels:
-            kind, _, entity_id = channel.partition(":")
-            if kind == "fleet":
-                keys.update(_FLEET_KEYS)
-            elif kind == "courier":
-                keys.update(
-                    {("location", entity_id), ("presence", entity_id), ("assignments", entity_id)}
-                )
-                for active in self.orders.courier_active(entity_id):
-                    keys.add(("status", active.id))
-            elif kind == "order":
-                keys.add(("status", entity_id))
-                order = self.orders.get(entity_id)
-                if order is not None and order.active and self._owns(client, order):
-                    keys.add(("location", order.courier_id))
-            elif kind == "restaurant":
-                keys.add(("status", None))
-                for open_order in self.orders.restaurant_open(entity_id):
-                    if open_order.active:
-                        keys.add(("location", open_order.courier_id))
-        return keys
-
     def _recompute(self, client: Client) -> None:
-        self._apply_keys(client, self._wanted_keys(client))
+        self._apply_keys(client, wanted_keys(client.principal, client.channels, self.orders))
 
     def _apply_keys(self, client: Client, wanted: set[Key]) -> None:
         before = client.keys
@@ -531,7 +465,7 @@ class Hub:
         order_watchers = self.watchers.get(f"order:{order_id}", set())
         if order is not None:
             # A courier's order:<id> ends with a reassignment to someone else.
-            order_watchers = {c for c in order_watchers if self._owns(c, order)}
+            order_watchers = {c for c in order_watchers if owns(c.principal, order)}
         recipients.update(order_watchers)
         recipients.update(self.watchers.get(f"restaurant:{event.restaurant_id}", ()))
         courier_id = order.courier_id if order is not None else event.courier_id
@@ -539,8 +473,7 @@ class Hub:
             recipients.update(
                 c
                 for c in self.watchers.get(f"courier:{courier_id}", ())
-                if c.principal is not None
-                and (c.principal.role == "admin" or c.principal.courier_id == courier_id)
+                if sees_status_on_courier_channel(c.principal, courier_id)
             )
         if recipients:
             self._push(recipients, event.frame(), received)

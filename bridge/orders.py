@@ -88,7 +88,9 @@ class OrderDirectory:
         for order_id in [o for o in self._orders if o not in keep]:
             del self._orders[order_id]
 
-    def _merge(self, order: Order) -> Order:
+    def remember(self, order: Order) -> Order:
+        """Cache a read order unless the cache knows a newer version or it finished; returns
+        the order the cache now holds."""
         known = self._orders.get(order.id)
         if known is not None and (
             order.version < known.version or (known.finished and not order.finished)
@@ -100,7 +102,7 @@ class OrderDirectory:
     async def _fetch(self, where: str, params: tuple[object, ...]) -> list[Order]:
         async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(f"SELECT {_COLUMNS} FROM orders WHERE {where}", params)  # noqa: S608
-            return [self._merge(_order(row)) for row in await cur.fetchall()]
+            return [self.remember(_order(row)) for row in await cur.fetchall()]
 
     async def load(self, order_id: str, *, refresh: bool = False) -> Order | None:
         if not refresh and (known := self._orders.get(order_id)) is not None:

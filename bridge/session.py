@@ -19,8 +19,9 @@ from bridge.client import (
     Client,
     ClientLimits,
 )
-from bridge.hub import BadChannel, Forbidden, Hub
+from bridge.hub import Forbidden, Hub
 from bridge.metrics import BridgeMetrics
+from bridge.policy import BadChannel
 from protocol.json_limits import json_limit_violation
 
 log = logging.getLogger("bridge.session")
