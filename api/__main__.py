@@ -11,6 +11,7 @@ from api.app import create_app
 from auth import AuthConfigError
 from broker import CredentialsError
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 from store import MigrationError, apply_migrations
 
 
@@ -25,11 +26,9 @@ def main() -> int:
             logging.getLogger("api").info("applied migrations %s", applied)
         app = create_app(settings)
     except (ConfigError, AuthConfigError, CredentialsError, MigrationError) as exc:
-        print(f"api: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("api", exc)
     except OSError as exc:
-        print(f"api: cannot reach the database {settings.dsn}: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("api", f"cannot reach the database {settings.dsn}: {exc}")
     print(
         f"[api] serving on http://{settings.api_host}:{settings.api_port} (docs at /docs)",
         flush=True,

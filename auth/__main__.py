@@ -9,6 +9,7 @@ from auth.errors import AuthConfigError, MissingClaims
 from auth.local import LocalSigner, LocalVerifier
 from auth.principal import ROLES
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         # Refuse to print a token no server would accept (e.g. a courier without an id).
         LocalVerifier.from_data_dir(settings.data_dir).verify(issued)
     except (ConfigError, AuthConfigError, MissingClaims) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("auth", exc)
     if settings.effective_auth_mode != "local":
         print(
             "note: FLEETPULSE_AUTH_MODE is firebase; servers with these settings will not "

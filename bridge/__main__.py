@@ -12,6 +12,7 @@ from auth import AuthConfigError
 from bridge.app import create_app
 from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 
 # Frames up to this size reach the bridge, which answers anything over the protocol's limit
 # with an error frame; beyond it uvicorn closes the socket with 1009.
@@ -36,8 +37,7 @@ def main() -> int:
         settings = load_settings()
         app = create_app(settings)
     except (ConfigError, AuthConfigError, CredentialsError) as exc:
-        print(f"bridge: cannot start: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("bridge", exc)
     tune_garbage_collector()
     uvicorn.run(
         app,

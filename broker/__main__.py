@@ -21,6 +21,7 @@ from broker.accounts import (
 from broker.bootstrap import bootstrap_broker
 from broker.dynsec import BrokerAdminError, BrokerEndpoint, DynsecControl
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"broker security: {report.summary()}")
         return 0
     except (ConfigError, CredentialsError, BrokerAdminError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return cannot_start("broker", exc, status=1)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from broker.acl import DeviceKind
 from broker.dynsec import BrokerAdminError
 from broker.provisioning import DeviceCredentials, DeviceProvisioner, ProvisioningError
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 
 
 def print_credentials(credentials: DeviceCredentials, *, as_json: bool) -> None:
@@ -76,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     print(f"{device.username:<40} {state}")
     except (ConfigError, CredentialsError, BrokerAdminError, ProvisioningError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return cannot_start("broker.devices", exc, status=1)
     return 0
 
 

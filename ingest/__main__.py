@@ -8,6 +8,7 @@ import sys
 
 from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 from ingest.metrics import IngestMetrics
 from ingest.worker import Ingestor
 
@@ -21,23 +22,20 @@ def main() -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("ingest", exc)
     metrics = IngestMetrics()
     try:
         metrics.serve(settings.ingest_metrics_port, host=settings.ingest_metrics_host)
     except OSError as exc:
-        print(
-            f"error: cannot serve metrics on port {settings.ingest_metrics_port} ({exc}); "
+        return cannot_start(
+            "ingest",
+            f"cannot serve metrics on port {settings.ingest_metrics_port} ({exc}); "
             "choose another with FLEETPULSE_INGEST_METRICS_PORT (0 turns them off)",
-            file=sys.stderr,
         )
-        return 2
     try:
         ingestor = Ingestor(settings, metrics=metrics)
     except CredentialsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("ingest", exc)
     asyncio.run(ingestor.run())
     return 0
 

@@ -16,6 +16,7 @@ import time
 
 from broker.accounts import CredentialsError
 from config import ConfigError, load_settings
+from config.startup import cannot_start
 from sim.demo import DemoOptions, run_demo
 from sim.geo import BERLIN, CityBox
 from sim.load import LoadOptions, run_load
@@ -96,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("sim", exc)
     seed = args.seed if args.seed is not None else int(time.time())
 
     async def run() -> int:
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 return await run_load(settings, options, stop=stop)
             except CredentialsError as exc:
-                print(f"error: {exc}", file=sys.stderr)
-                return 2
+                return cannot_start("sim", exc)
         options_demo = DemoOptions(
             couriers=args.couriers,
             vehicles=args.vehicles,

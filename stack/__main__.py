@@ -11,6 +11,7 @@ from pathlib import Path
 
 from broker.accounts import secrets_path
 from config import ConfigError, Settings, load_settings
+from config.startup import cannot_start
 from stack.children import (
     DEMO_CUSTOMER,
     ChildProcess,
@@ -242,8 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cannot_start("stack", exc)
     try:
         if args.command == "up":
             fleet = DemoFleet(
@@ -268,8 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     except StackError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return cannot_start("stack", exc, status=1)
 
 
 if __name__ == "__main__":
