@@ -16,7 +16,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import SubscriptionManager
 from broker.accounts import MqttCredentials
 from config import Settings
-from mqttlink import Backoff
+from mqttlink import Backoff, stay_connected
 
 log = logging.getLogger("bridge.mqtt")
 
@@ -50,47 +50,48 @@ class MqttRelay:
 
     async def run(self) -> None:
         settings = self._settings
-        backoff = Backoff()
         identifier = client_id(settings)
         credentials = self._credentials
-        while True:
-            try:
-                async with aiomqtt.Client(
-                    settings.mqtt_host,
-                    settings.mqtt_port,
-                    identifier=identifier,
-                    username=credentials.username,
-                    password=credentials.password,
-                    # 3.1.1: the bridge needs no MQTT 5 feature, and paho decodes a v5
-                    # PUBLISH's properties on every message (measured: docs/benchmarks.md).
-                    protocol=aiomqtt.ProtocolVersion.V311,
-                    clean_session=True,
-                    keepalive=30,
-                ) as client:
-                    log.info("connected to MQTT %s as %s", settings.mqtt_url, identifier)
-                    backoff.reset()
-                    self.connected = True
-                    self._subscriptions.attach(client)
-                    on_message = self._on_message
-                    relayed = 0
-                    async for message in client.messages:
-                        payload = message.payload
-                        raw = payload if isinstance(payload, bytes) else str(payload).encode()
-                        await on_message(message.topic.value, raw, time.monotonic())
-                        relayed += 1
-                        if relayed % YIELD_EVERY == 0:
-                            # A queued burst never suspends the loop by itself; let the
-                            # sockets' senders write between slices of it.
-                            await asyncio.sleep(0)
-            except aiomqtt.MqttError as exc:
-                self.connected = False
-                self._subscriptions.detach()
-                self._metrics.mqtt_reconnects.inc()
-                delay = backoff.next_delay()
-                log.warning(
-                    "MQTT %s unavailable (%s); reconnecting in %.1f s",
-                    settings.mqtt_url,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+
+        def connect() -> aiomqtt.Client:
+            return aiomqtt.Client(
+                settings.mqtt_host,
+                settings.mqtt_port,
+                identifier=identifier,
+                username=credentials.username,
+                password=credentials.password,
+                # 3.1.1: the bridge needs no MQTT 5 feature, and paho decodes a v5
+                # PUBLISH's properties on every message (measured: docs/benchmarks.md).
+                protocol=aiomqtt.ProtocolVersion.V311,
+                clean_session=True,
+                keepalive=30,
+            )
+
+        async def relay(client: aiomqtt.Client) -> None:
+            log.info("connected to MQTT %s as %s", settings.mqtt_url, identifier)
+            self.connected = True
+            self._subscriptions.attach(client)
+            on_message = self._on_message
+            relayed = 0
+            async for message in client.messages:
+                payload = message.payload
+                raw = payload if isinstance(payload, bytes) else str(payload).encode()
+                await on_message(message.topic.value, raw, time.monotonic())
+                relayed += 1
+                if relayed % YIELD_EVERY == 0:
+                    # A queued burst never suspends the loop by itself; let the sockets'
+                    # senders write between slices of it.
+                    await asyncio.sleep(0)
+
+        def lost(_exc: aiomqtt.MqttError) -> None:
+            self.connected = False
+            self._subscriptions.detach()
+            self._metrics.mqtt_reconnects.inc()
+
+        await stay_connected(
+            name=f"bridge {settings.mqtt_url}",
+            connect=connect,
+            session=relay,
+            backoff=Backoff(),
+            on_lost=lost,
+        )

@@ -1,5 +1,6 @@
-"""What every process's MQTT (and database) connection loop shares: reconnect backoff."""
+"""What every process's MQTT connection shares: the backoff and the reconnect loop."""
 
 from mqttlink.backoff import Backoff
+from mqttlink.reconnect import stay_connected
 
-__all__ = ["Backoff"]
+__all__ = ["Backoff", "stay_connected"]

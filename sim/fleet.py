@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from mqttlink import Backoff
+from mqttlink import Backoff, stay_connected
 from sim.agents import Courier, Job, Message, Vehicle
 from sim.geo import Point
 
@@ -89,17 +89,17 @@ async def stay_online(
     counters: FleetCounters,
 ) -> None:
     """Runs `session` on a fresh connection until cancelled; reconnects with jittered backoff."""
-    backoff = Backoff(base_s=0.5, cap_s=30.0, rng=random.Random(device_id))
-    while True:
-        try:
-            async with connect() as client:
-                backoff.reset()
-                await session(client)
-        except aiomqtt.MqttError as exc:
-            counters.reconnects += 1
-            delay = backoff.next_delay()
-            log.warning("%s: %s; reconnecting in %.1f s", device_id, exc, delay)
-            await asyncio.sleep(delay)
+
+    def lost(_exc: aiomqtt.MqttError) -> None:
+        counters.reconnects += 1
+
+    await stay_connected(
+        name=device_id,
+        connect=connect,
+        session=session,
+        backoff=Backoff(base_s=0.5, cap_s=30.0, rng=random.Random(device_id)),
+        on_lost=lost,
+    )
 
 
 async def run_courier(
