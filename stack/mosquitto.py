@@ -30,9 +30,9 @@ from stack.process import (
     free_port,
     port_accepts,
     read_pid,
-    stop_pid,
     wait_until,
 )
+from stack.server import ManagedServer
 
 CONFIG_TEMPLATE = PROJECT_ROOT / "mosquitto.conf"
 
@@ -94,7 +94,7 @@ def render_config(
 
 
 @dataclass
-class MosquittoServer:
+class MosquittoServer(ManagedServer):
     """One secured broker whose persistence, dynamic-security file, TLS files, secrets,
     rendered config, pid file and log live under `root`.
 
@@ -102,6 +102,7 @@ class MosquittoServer:
     accounts (secrets in `<root>/secrets/`). Devices added later survive restarts."""
 
     name: ClassVar[str] = "Mosquitto"
+    clean_stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
 
     root: Path
     port: int
@@ -278,18 +279,4 @@ class MosquittoServer:
 
     def stop(self, *, timeout: float = 15.0) -> None:
         """Stop cleanly (SIGTERM makes Mosquitto save its persistence file first)."""
-        pid = self.running_pid() or (self._process.pid if self._process else None)
-        if pid is not None:
-            stop_pid(pid, sig=signal.SIGTERM, timeout=timeout, name="Mosquitto")
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
-
-    def kill(self) -> None:
-        """Crash the broker (SIGKILL), as a fault-injection test wants."""
-        pid = self.running_pid() or (self._process.pid if self._process else None)
-        if pid is not None:
-            stop_pid(pid, sig=signal.SIGKILL, timeout=5, name="Mosquitto")
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
+        super().stop(timeout=timeout)

@@ -20,9 +20,9 @@ from stack.process import (
     read_pid,
     run_as,
     service_user,
-    stop_pid,
     wait_until,
 )
+from stack.server import ManagedServer
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -63,10 +63,12 @@ def timescaledb_installed() -> bool:
 
 
 @dataclass
-class PostgresServer:
+class PostgresServer(ManagedServer):
     """One cluster under `root/postgres`, listening on TCP only, database `fleetpulse`."""
 
     name: ClassVar[str] = "PostgreSQL"
+    # Fast shutdown: roll back open transactions, checkpoint, exit.
+    clean_stop_signal: ClassVar[signal.Signals] = signal.SIGINT
 
     root: Path
     port: int
@@ -170,23 +172,9 @@ class PostgresServer:
             if exists is None:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
 
-    def stop(self, *, timeout: float = 60.0) -> None:
-        """Fast shutdown: roll back open transactions, checkpoint, exit."""
-        pid = self.running_pid() or (self._process.pid if self._process else None)
-        if pid is not None:
-            stop_pid(pid, sig=signal.SIGINT, timeout=timeout, name="PostgreSQL")
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
-
     def kill(self) -> None:
         """Crash the postmaster (SIGKILL); the next start runs crash recovery."""
-        pid = self.running_pid() or (self._process.pid if self._process else None)
-        if pid is not None:
-            stop_pid(pid, sig=signal.SIGKILL, timeout=5, name="PostgreSQL")
-        if self._process is not None:
-            self._process.wait()
-            self._process = None
+        super().kill()
         # Orphaned backends keep the shared memory segment; wait until they are gone.
         with contextlib.suppress(StackError):
             wait_until(
