@@ -21,7 +21,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from broker.accounts import LOCAL_ONLY_ACCOUNTS, MqttCredentials, ServiceAccount
 from broker.acl import DEFAULT_ACL_ACCESS, Acl, service_acls
-from broker.dynsec import ADMIN_ROLE, BrokerEndpoint, DynsecControl
+from broker.dynsec import BrokerEndpoint, DynsecControl
+from broker.dynsec_config import ADMIN_ROLE
 
 
 def service_role(account: ServiceAccount) -> str:

@@ -14,14 +14,8 @@ from typing import ClassVar
 from broker.accounts import MqttCredentials, ServiceAccount, accounts_for, ensure_service_secrets
 from broker.acl import service_acls
 from broker.bootstrap import BootstrapReport, bootstrap_broker
-from broker.dynsec import (
-    BrokerAdminError,
-    BrokerEndpoint,
-    DynsecControl,
-    ensure_admin_password,
-    find_plugin,
-    write_initial_config,
-)
+from broker.dynsec import BrokerAdminError, BrokerEndpoint, DynsecControl
+from broker.dynsec_config import ensure_admin_password, find_plugin, write_initial_config
 from broker.tls import TlsError, TlsFiles, configured_tls_files, ensure_local_ca
 from config.settings import PROJECT_ROOT, Settings
 from stack.errors import StackError
