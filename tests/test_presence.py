@@ -313,10 +313,17 @@ def test_analytics_and_the_courier_list_agree(
                 " received_at) VALUES ('courier', %s, %s, 52.5, 13.4, %s)",
                 (courier_id, now, now - timedelta(seconds=fix_ago)),
             )
-    listed = {c["id"]: c["availability"] for c in admin.get("/couriers?limit=1000").json()}
+    def listed_online() -> tuple[dict[str, str], int]:
+        listed = {c["id"]: c["availability"] for c in admin.get("/couriers?limit=1000").json()}
+        return listed, sum(state != "offline" for state in listed.values())
+
+    listed, before = listed_online()
     assert [listed[c] for c in ids] == expected
     online = admin.get("/analytics").json()["couriers_online"]
-    assert online == sum(state != "offline" for state in listed.values())
+    # Earlier tests' couriers share the database: one may time out between the calls (it
+    # failed once as 9 == 10 on a loaded machine); nothing comes back online meanwhile.
+    _, after = listed_online()
+    assert after <= online <= before
 
 
 @pytest.mark.anyio
