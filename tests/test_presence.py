@@ -313,6 +313,7 @@ def test_analytics_and_the_courier_list_agree(
                 " received_at) VALUES ('courier', %s, %s, 52.5, 13.4, %s)",
                 (courier_id, now, now - timedelta(seconds=fix_ago)),
             )
+
     def listed_online() -> tuple[dict[str, str], int]:
         listed = {c["id"]: c["availability"] for c in admin.get("/couriers?limit=1000").json()}
         return listed, sum(state != "offline" for state in listed.values())
