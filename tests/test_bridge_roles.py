@@ -310,7 +310,13 @@ async def test_snapshot_has_status_eta_and_last_position(
         courier_id=courier,
         status="out_for_delivery",
     )
-    db.execute("UPDATE orders SET eta = '2030-01-01T12:00:00Z' WHERE id = %s", (order,))
+    # Computed after the courier's newest fix, so the session's API (which recomputes due
+    # ETAs every 0.5 s) leaves it alone: it once replaced it between this line and the read.
+    db.execute(
+        "UPDATE orders SET eta = '2030-01-01T12:00:00Z', eta_computed_at = now() + interval '1 day'"
+        " WHERE id = %s",
+        (order,),
+    )
     db.execute(
         "INSERT INTO last_positions (source_kind, source_id, fix_time, lat, lon, received_at) "
         "VALUES ('courier', %s, now(), 48.1, 11.5, now())",
