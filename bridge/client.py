@@ -105,9 +105,13 @@ class Client:
     def resume(self) -> None:
         self.suspended = False
 
-    def push_event(self, frame: str, received: float) -> None:
+    def _refused_while_suspended(self, frames: int = 1) -> bool:
         if self.suspended:
-            self.metrics.dropped.labels("reauth_pending").inc()
+            self.metrics.dropped.labels("reauth_pending").inc(frames)
+        return self.suspended
+
+    def push_event(self, frame: str, received: float) -> None:
+        if self._refused_while_suspended():
             return
         if len(self._events) >= self.limits.event_queue:
             self.metrics.dropped.labels("slow_consumer").inc(len(self._events))
@@ -118,8 +122,7 @@ class Client:
         self._wake.set()
 
     def push_position(self, key: str, frame: str, received: float) -> None:
-        if self.suspended:
-            self.metrics.dropped.labels("reauth_pending").inc()
+        if self._refused_while_suspended():
             return
         positions = self._positions
         if key in positions:
@@ -132,8 +135,7 @@ class Client:
         self._positions.pop(key, None)
 
     def push_fleet(self, batch: FleetBatch) -> None:
-        if self.suspended:
-            self.metrics.dropped.labels("reauth_pending").inc(len(batch.items))
+        if self._refused_while_suspended(len(batch.items)):
             return
         fleet = self._fleet
         fleet.append(batch)

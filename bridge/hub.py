@@ -159,10 +159,11 @@ class Hub:
         """A fresh snapshot of each of the client's channels, ahead of its live data."""
         client.hold += 1
         try:
-            for channel in sorted(client.channels):
-                kind, entity_id = parse_channel(channel)
+            channels = [(channel, *parse_channel(channel)) for channel in sorted(client.channels)]
+            for _, kind, entity_id in channels:
                 await self._load_relations(kind, entity_id, refresh=True)
-                self._recompute(client)
+            self._recompute(client)
+            for channel, kind, entity_id in channels:
                 snapshot = await self._snapshot(kind, entity_id)
                 client.push_control({"type": "snapshot", "channel": channel, **snapshot})
         finally:
