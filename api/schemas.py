@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.statuses import OrderStatus
+
 EntityId = Annotated[
     str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["c-42"])
 ]
@@ -14,9 +16,6 @@ Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Note = Annotated[str, Field(max_length=2000)]
-OrderStatus = Literal[
-    "pending", "assigned", "picked_up", "out_for_delivery", "delivered", "cancelled"
-]
 Availability = Literal["online", "offline", "busy"]
 
 

@@ -21,14 +21,10 @@ from protocol.json_limits import json_limit_violation
 from protocol.payloads import Fix as ProtocolFix
 from protocol.payloads import PresenceEvent
 from protocol.server_topics import AlertMessage, AssignmentMessage, OrderStatusMessage
+from protocol.statuses import ORDER_STATUSES
 from protocol.topics import valid_id
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
-ORDER_STATUSES: Final = frozenset(
-    {"pending", "assigned", "picked_up", "out_for_delivery", "delivered", "cancelled"}
-)
-ACTIVE_STATUSES: Final = frozenset({"assigned", "picked_up", "out_for_delivery"})
-FINISHED_STATUSES: Final = frozenset({"delivered", "cancelled"})
 
 _encoder: Final = msgspec.json.Encoder()
 

@@ -11,7 +11,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.events import ACTIVE_STATUSES, FINISHED_STATUSES, StatusEvent
+from bridge.events import StatusEvent
+from protocol.statuses import ACTIVE as ACTIVE_STATUSES
+from protocol.statuses import TERMINAL as FINISHED_STATUSES
 
 _COLUMNS = "id, restaurant_id, customer_uid, courier_id, status, eta, updated_at, version"
 

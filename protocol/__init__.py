@@ -9,7 +9,6 @@ from protocol.decoding import MessageDecoder
 from protocol.payloads import (
     MAX_PAYLOAD_BYTES,
     Decoded,
-    DeliveryStatus,
     DeliveryStatusEvent,
     DeliveryStatusPayload,
     EmergencyEvent,
@@ -28,6 +27,7 @@ from protocol.payloads import (
     RejectionCode,
     encode_payload,
 )
+from protocol.statuses import DeliveryStatus, OrderStatus, Status
 from protocol.topics import (
     DEFAULT_PREFIX,
     OWNTRACKS_ROOT,
@@ -66,6 +66,7 @@ __all__ = [
     "GeofenceEvent",
     "LocationPayload",
     "MessageDecoder",
+    "OrderStatus",
     "OwnTracksLocation",
     "OwnTracksLwt",
     "OwnTracksTransition",
@@ -75,6 +76,7 @@ __all__ = [
     "Rejection",
     "RejectionCode",
     "SourceKind",
+    "Status",
     "Topic",
     "TopicError",
     "TopicKind",

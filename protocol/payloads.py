@@ -12,6 +12,7 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
+from protocol.statuses import DeliveryStatus
 from protocol.topics import SourceKind
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -33,7 +34,6 @@ OwnTracksAccuracy = Annotated[float, msgspec.Meta(le=1e7, description="metres")]
 OwnTracksCourse = Annotated[float, msgspec.Meta(le=1e6, description="degrees")]
 
 PresenceState = Literal["online", "offline", "busy"]
-DeliveryStatus = Literal["picked_up", "out_for_delivery", "delivered"]
 GeofenceEventType = Literal["enter", "leave"]
 
 

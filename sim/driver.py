@@ -14,12 +14,13 @@ from typing import Any
 
 import httpx
 
+from protocol.statuses import ACTIVE_LIST
 from sim.fleet import DeviceLogin
 from sim.geo import CityBox, Point, distance_m, offset
 
 log = logging.getLogger("sim.driver")
 
-ACTIVE = ("assigned", "picked_up", "out_for_delivery")
+ACTIVE = tuple(ACTIVE_LIST)
 RESTAURANT_NAMES = (
     "Curry Corner",
     "Pho Real",

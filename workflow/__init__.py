@@ -1,5 +1,6 @@
 """The delivery workflow: status rules, transitions, ETA (applied by the API)."""
 
+from protocol.statuses import ACTIVE, ASSIGNABLE, TERMINAL, Status
 from workflow.eta import EtaParameters, Fix, estimate_arrival, haversine_m
 from workflow.orders import (
     Actor,
@@ -10,13 +11,9 @@ from workflow.orders import (
     load_order,
 )
 from workflow.rules import (
-    ACTIVE,
-    ASSIGNABLE,
-    TERMINAL,
     TRANSITIONS,
     ActorNotAllowedError,
     Decision,
-    Status,
     TransitionError,
     allowed_next,
     allowed_next_for,

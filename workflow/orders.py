@@ -16,14 +16,12 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from protocol.statuses import ACTIVE, ASSIGNABLE, Status
 from store.positions import read_last_position, recent_fixes
 from workflow.eta import EtaParameters, Fix, estimate_arrival
 from workflow.rules import (
-    ACTIVE,
-    ASSIGNABLE,
     ActorNotAllowedError,
     Role,
-    Status,
     TransitionError,
     allowed_next_for,
     decide,

@@ -7,18 +7,9 @@ transition means the same thing whichever way it arrives.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
-
-class Status(StrEnum):
-    PENDING = "pending"
-    ASSIGNED = "assigned"
-    PICKED_UP = "picked_up"
-    OUT_FOR_DELIVERY = "out_for_delivery"
-    DELIVERED = "delivered"
-    CANCELLED = "cancelled"
-
+from protocol.statuses import TERMINAL, Status
 
 Role = Literal["admin", "courier", "customer", "restaurant"]
 
@@ -33,10 +24,6 @@ TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.CANCELLED: frozenset(),
 }
 
-ACTIVE = frozenset({Status.ASSIGNED, Status.PICKED_UP, Status.OUT_FOR_DELIVERY})
-TERMINAL = frozenset({Status.DELIVERED, Status.CANCELLED})
-# An order may get (another) courier until it is finished.
-ASSIGNABLE = frozenset({Status.PENDING, *ACTIVE})
 # Order of the statuses along the happy path, for sorting and "has it passed X" questions.
 _RANK = {
     Status.PENDING: 0,

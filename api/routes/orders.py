@@ -20,12 +20,12 @@ from api.schemas import (
     OrderEventList,
     OrderIn,
     OrderList,
-    OrderStatus,
     Point,
     StatusIn,
 )
 from api.security import CurrentPrincipal, actor_of, require
 from api.state import ApiState, State
+from protocol.statuses import OrderStatus
 from workflow import (
     ActorNotAllowedError,
     OrderNotFoundError,
