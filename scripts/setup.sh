@@ -108,13 +108,28 @@ fi
 # --- 4. firebase-tools, for the Firebase Auth emulator end-to-end test -----------------
 # Project-local (.var/node, ignored). The Auth emulator is plain Node: no Java needed.
 firebase_cli=.var/node/node_modules/.bin/firebase
-if [ -x "$firebase_cli" ]; then
-  step "firebase-tools: present ($("$firebase_cli" --version 2>/dev/null || echo unknown))"
-elif command -v npm >/dev/null; then
-  step "installing firebase-tools 15 into .var/node (for the Firebase Auth emulator test) ..."
+install_firebase_tools() {
+  rm -rf .var/node
   mkdir -p .var/node
-  npm install --prefix .var/node --no-audit --no-fund --loglevel=error 'firebase-tools@15' || {
-    step "error: npm install firebase-tools failed"; exit 1; }
+  npm install --prefix .var/node --no-audit --no-fund --loglevel=error 'firebase-tools@15'
+}
+# An install that npm reported as done can still lack files (seen once: a package without
+# its index.js); a CLI that cannot print its version is installed again, from a verified cache.
+if [ -x "$firebase_cli" ] && firebase_version=$("$firebase_cli" --version 2>/dev/null); then
+  step "firebase-tools: present ($firebase_version)"
+elif command -v npm >/dev/null; then
+  [ -e "$firebase_cli" ] && step "firebase-tools in .var/node does not start; installing it again"
+  step "installing firebase-tools 15 into .var/node (for the Firebase Auth emulator test) ..."
+  install_firebase_tools || { step "error: npm install firebase-tools failed"; exit 1; }
+  if ! firebase_version=$("$firebase_cli" --version 2>/dev/null); then
+    step "firebase-tools does not start after npm install; verifying npm's cache and retrying"
+    npm cache verify >/dev/null
+    install_firebase_tools || { step "error: npm install firebase-tools failed"; exit 1; }
+    firebase_version=$("$firebase_cli" --version 2>/dev/null) || {
+      step "error: firebase-tools in .var/node does not start: $("$firebase_cli" --version 2>&1 | tail -3)"
+      exit 1; }
+  fi
+  step "firebase-tools: installed ($firebase_version)"
 else
   step "note: node/npm are not installed; the Firebase Auth emulator test will be skipped"
 fi
