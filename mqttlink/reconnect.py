@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Final, NoReturn
 
 import aiomqtt
 
 from mqttlink.backoff import Backoff
 
 log = logging.getLogger("mqttlink")
+
+#: aiomqtt's exit waits without a bound for the broker to close the connection after its
+#: DISCONNECT; a session cancelled on a loaded machine once hung there for 300 s.
+EXIT_TIMEOUT_S: Final = 10.0
 
 
 async def stay_connected(
@@ -28,7 +33,7 @@ async def stay_connected(
     A session that returns is run again on a new connection at once."""
     while True:
         try:
-            async with connect() as client:
+            async with _bounded_exit(connect()) as client:
                 backoff.reset()
                 await session(client)
                 continue
@@ -38,3 +43,27 @@ async def stay_connected(
             delay = backoff.next_delay()
             log.warning("%s: MQTT unavailable (%s); reconnecting in %.1f s", name, exc, delay)
             await asyncio.sleep(delay)
+
+
+@asynccontextmanager
+async def _bounded_exit(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
+    """``async with client``, but leaving it (on success, error or cancellation) waits at
+    most EXIT_TIMEOUT_S for the disconnect; the client is not reused after that."""
+    await client.__aenter__()
+    try:
+        yield client
+    except BaseException as exc:
+        await _exit(client, exc)
+        raise
+    else:
+        await _exit(client, None)
+
+
+async def _exit(client: aiomqtt.Client, exc: BaseException | None) -> None:
+    try:
+        async with asyncio.timeout(EXIT_TIMEOUT_S):
+            await client.__aexit__(
+                type(exc) if exc else None, exc, exc.__traceback__ if exc else None
+            )
+    except TimeoutError:
+        log.warning("the broker did not close the connection within %.0f s", EXIT_TIMEOUT_S)
