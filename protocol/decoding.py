@@ -132,6 +132,9 @@ class MessageDecoder:
                 return decoded
             if not payload:
                 raise RejectedError("empty", "payload is empty")
+            if parsed.kind in _LOCATION_KINDS and _is_plain_object(payload):
+                self._single_fix(parsed, payload, received_at + self.max_future_skew_s, decoded)
+                return decoded
             bound = json_limit_violation(payload, max_bytes=MAX_PAYLOAD_BYTES)
             if bound is not None:
                 raise RejectedError("too_deep", f"payload is {bound.reason}")
@@ -197,8 +200,12 @@ class MessageDecoder:
                 )
             )
 
+    def _single_fix(self, topic: Topic, payload: bytes, latest: float, out: Decoded) -> None:
+        """The common message, one fix, without the batch handling of ``_locations``."""
+        item = _location.decode(payload)
+        out.fixes.append(_fix(topic, item, self._time(item.ts, latest)))
+
     def _locations(self, topic: Topic, payload: bytes, latest: float, out: Decoded) -> None:
-        source_kind, source_id = topic.source_kind, topic.entity_id
         try:
             decoded = _location_or_batch.decode(payload)
         except msgspec.ValidationError:
@@ -218,20 +225,7 @@ class MessageDecoder:
                 rejection = exc.rejection
                 out.rejections.append(_at_element(rejection, index) if is_batch else rejection)
                 continue
-            fixes.append(
-                Fix(
-                    source_kind,
-                    source_id,
-                    fix_time,
-                    item.lat,
-                    item.lon,
-                    item.speed,
-                    item.heading,
-                    item.accuracy,
-                    item.altitude,
-                    item.battery,
-                )
-            )
+            fixes.append(_fix(topic, item, fix_time))
 
     def _batch_element_by_element(
         self, topic: Topic, payload: bytes, latest: float, out: Decoded
@@ -247,20 +241,7 @@ class MessageDecoder:
             except RejectedError as exc:
                 out.rejections.append(_at_element(exc.rejection, index))
                 continue
-            out.fixes.append(
-                Fix(
-                    topic.source_kind,
-                    topic.entity_id,
-                    fix_time,
-                    item.lat,
-                    item.lon,
-                    item.speed,
-                    item.heading,
-                    item.accuracy,
-                    item.altitude,
-                    item.battery,
-                )
-            )
+            out.fixes.append(_fix(topic, item, fix_time))
 
     def _owntracks(self, topic: Topic, payload: bytes, latest: float, out: Decoded) -> None:
         message_type = _owntracks_header.decode(payload).type
@@ -306,6 +287,8 @@ class MessageDecoder:
             raise RejectedError("unsupported_type", f"unsupported type {message_type!r}")
 
     def _time(self, ts: float | datetime, latest: float, *, field: str = "ts") -> datetime:
+        if type(ts) is float and EPOCH_2000 <= ts <= latest:
+            return datetime.fromtimestamp(ts, UTC)
         epoch = ts.timestamp() if isinstance(ts, datetime) else ts
         if epoch < EPOCH_2000:
             raise RejectedError("ts_too_old", f"{field} {ts} is before 2000-01-01 - at `$.{field}`")
@@ -316,6 +299,32 @@ class MessageDecoder:
                 f" (epoch seconds or ISO 8601 expected) - at `$.{field}`",
             )
         return ts if isinstance(ts, datetime) else datetime.fromtimestamp(epoch, UTC)
+
+
+def _fix(topic: Topic, item: LocationPayload, fix_time: datetime) -> Fix:
+    return Fix(
+        topic.source_kind,
+        topic.entity_id,
+        fix_time,
+        item.lat,
+        item.lon,
+        item.speed,
+        item.heading,
+        item.accuracy,
+        item.altitude,
+        item.battery,
+    )
+
+
+def _is_plain_object(payload: bytes) -> bool:
+    """ASCII JSON that opens one object and nests nothing inside it: the bounds of
+    json_limits and the UTF-8 check cannot fail, so a single fix can skip them."""
+    return (
+        payload[:1] == b"{"
+        and payload.count(b"{") == 1
+        and b"[" not in payload
+        and payload.isascii()
+    )
 
 
 def _known(value: float | None, scale: float = 1.0) -> float | None:
