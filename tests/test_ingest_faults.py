@@ -190,11 +190,20 @@ def test_broker_restart_loses_nothing_the_broker_acknowledged() -> None:
                         ).fetchall()
                     return {round(row[0].timestamp() - start) for row in rows}
 
-                wait_until(
-                    lambda: acknowledged <= stored(),
-                    timeout=60,
-                    what="every acknowledged fix in the database",
-                )
+                try:
+                    wait_until(
+                        lambda: acknowledged <= stored(),
+                        timeout=60,
+                        what="every acknowledged fix in the database",
+                    )
+                except AssertionError:
+                    missing = sorted(acknowledged - stored())
+                    raise AssertionError(
+                        f"{len(missing)} acknowledged fixes missing, indexes {missing[:5]}"
+                        f"..{missing[-5:]}; worker received"
+                        f" {worker.metric('fleetpulse_ingest_messages_received_total')};"
+                        f" worker log tail:\n{worker.log()[-3000:]}"
+                    ) from None
                 assert worker.alive()
                 assert worker.log().count("subscribed to") >= 2  # it reconnected
             finally:
