@@ -18,6 +18,7 @@ from protocol.server_topics import (
     order_status_topic,
 )
 from store import outbox
+from store.alerts import AlertRow
 from workflow import Status, StatusChange
 
 Conn = AsyncConnection[Any]
@@ -104,14 +105,21 @@ async def announce_status_change(conn: Conn, prefix: str, change: StatusChange) 
 async def announce_alert(
     conn: Conn,
     prefix: str,
-    alert: dict[str, Any],
+    alert: AlertRow,
     *,
     kind: Literal["alert_raised", "alert_acknowledged"],
 ) -> None:
-    keys = ("courier_id", "raised_at", "lat", "lon", "message", "acknowledged_by")
     message = AlertMessage(
-        type=kind, alert_id=alert["id"], **{key: alert[key] for key in (*keys, "acknowledged_at")}
+        type=kind,
+        alert_id=alert.id,
+        courier_id=alert.courier_id,
+        raised_at=alert.raised_at,
+        lat=alert.lat,
+        lon=alert.lon,
+        message=alert.message,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=alert.acknowledged_at,
     )
     await outbox.enqueue(
-        conn, topic=alerts_topic(alert["courier_id"], prefix=prefix), message=message, kind=kind
+        conn, topic=alerts_topic(alert.courier_id, prefix=prefix), message=message, kind=kind
     )
