@@ -18,6 +18,8 @@ from protocol.server_topics import (
     order_status_topic,
 )
 from store import outbox
+from store.alerts import AlertRow
+from store.orders import OrderRow
 from workflow import Status, StatusChange
 
 Conn = AsyncConnection[Any]
@@ -26,7 +28,7 @@ Conn = AsyncConnection[Any]
 async def announce_order_event(
     conn: Conn,
     prefix: str,
-    order: dict[str, Any],
+    order: OrderRow,
     *,
     event: Literal["status", "assignment", "eta"],
     previous_status: str | None,
@@ -36,7 +38,7 @@ async def announce_order_event(
     previous_courier_id: str | None = None,
 ) -> None:
     message = order_status_message(
-        order,
+        order.as_dict(),
         event=event,
         previous_status=previous_status,
         ts=ts,
@@ -45,14 +47,14 @@ async def announce_order_event(
         previous_courier_id=previous_courier_id,
     )
     await outbox.enqueue(
-        conn, topic=order_status_topic(order["id"], prefix=prefix), message=message, kind=event
+        conn, topic=order_status_topic(order.id, prefix=prefix), message=message, kind=event
     )
 
 
 async def announce_assignment(
     conn: Conn,
     prefix: str,
-    order: dict[str, Any],
+    order: OrderRow,
     *,
     courier_id: str,
     kind: Literal["assignment", "unassignment"],
@@ -61,15 +63,15 @@ async def announce_assignment(
 ) -> None:
     message = AssignmentMessage(
         type=kind,
-        order_id=order["id"],
+        order_id=order.id,
         courier_id=courier_id,
-        restaurant_id=order["restaurant_id"],
-        pickup=Stop(lat=order["pickup_lat"], lon=order["pickup_lon"]),
-        dropoff=Stop(lat=order["dropoff_lat"], lon=order["dropoff_lon"]),
-        promised_at=order["promised_at"],
+        restaurant_id=order.restaurant_id,
+        pickup=Stop(lat=order.pickup_lat, lon=order.pickup_lon),
+        dropoff=Stop(lat=order.dropoff_lat, lon=order.dropoff_lon),
+        promised_at=order.promised_at,
         ts=ts,
         reason=reason,
-        version=order["version"],
+        version=order.version,
     )
     await outbox.enqueue(
         conn, topic=assignments_topic(courier_id, prefix=prefix), message=message, kind=kind
@@ -89,12 +91,12 @@ async def announce_status_change(conn: Conn, prefix: str, change: StatusChange) 
         actor=change.actor.uid,
         note=change.note,
     )
-    if change.status == Status.CANCELLED and change.order["courier_id"]:
+    if change.status == Status.CANCELLED and change.order.courier_id:
         await announce_assignment(
             conn,
             prefix,
             change.order,
-            courier_id=change.order["courier_id"],
+            courier_id=change.order.courier_id,
             kind="unassignment",
             ts=change.at,
             reason="order cancelled",
@@ -104,14 +106,21 @@ async def announce_status_change(conn: Conn, prefix: str, change: StatusChange) 
 async def announce_alert(
     conn: Conn,
     prefix: str,
-    alert: dict[str, Any],
+    alert: AlertRow,
     *,
     kind: Literal["alert_raised", "alert_acknowledged"],
 ) -> None:
-    keys = ("courier_id", "raised_at", "lat", "lon", "message", "acknowledged_by")
     message = AlertMessage(
-        type=kind, alert_id=alert["id"], **{key: alert[key] for key in (*keys, "acknowledged_at")}
+        type=kind,
+        alert_id=alert.id,
+        courier_id=alert.courier_id,
+        raised_at=alert.raised_at,
+        lat=alert.lat,
+        lon=alert.lon,
+        message=alert.message,
+        acknowledged_by=alert.acknowledged_by,
+        acknowledged_at=alert.acknowledged_at,
     )
     await outbox.enqueue(
-        conn, topic=alerts_topic(alert["courier_id"], prefix=prefix), message=message, kind=kind
+        conn, topic=alerts_topic(alert.courier_id, prefix=prefix), message=message, kind=kind
     )

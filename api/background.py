@@ -9,30 +9,15 @@ from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
 from api.announcements import announce_order_event
 from api.metrics import ETA_RECOMPUTED, RETENTION_DROPPED
 from api.state import ApiState
+from store import orders as store
 from workflow import compute_eta
-from workflow.orders import ORDER_COLUMNS
 
 log = logging.getLogger("api.background")
 
-# Orders whose courier sent a fix since their ETA was computed, at most once per interval.
-# SKIP LOCKED lets several API instances share the work without doing it twice.
-DUE_ORDERS_SQL = f"""
-SELECT {", ".join("o." + c.strip() for c in ORDER_COLUMNS.split(","))}
-FROM orders o
-JOIN last_positions lp ON lp.source_kind = 'courier' AND lp.source_id = o.courier_id
-WHERE o.status IN ('assigned', 'picked_up', 'out_for_delivery')
-  AND (o.eta_computed_at IS NULL
-       OR (lp.received_at > o.eta_computed_at
-           AND o.eta_computed_at <= now() - make_interval(secs => %s)))
-ORDER BY o.eta_computed_at NULLS FIRST
-LIMIT 500
-FOR UPDATE OF o SKIP LOCKED
-"""  # noqa: S608
 # An ETA that moved less than this is stored but not announced again.
 ETA_ANNOUNCE_THRESHOLD = timedelta(seconds=5)
 
@@ -41,27 +26,21 @@ async def refresh_etas_once(state: ApiState) -> int:
     """Recompute the ETA of every due order; publish those that moved. Returns how many."""
     prefix = state.settings.topic_prefix
     async with state.pool.connection() as conn, conn.transaction():
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(DUE_ORDERS_SQL, (state.settings.eta_interval_s,))
-            orders = await cur.fetchall()
+        orders = await store.due_for_eta(conn, interval_s=state.settings.eta_interval_s)
         now = datetime.now(UTC)
         for order in orders:
             eta = await compute_eta(conn, order=order, params=state.eta_params)
-            old = order["eta"]
+            old = order.eta
             moved = eta is not None and (old is None or abs(eta - old) >= ETA_ANNOUNCE_THRESHOLD)
             # Only an announced change is a new version; a silent recomputation is not.
-            await conn.execute(
-                "UPDATE orders SET eta = %s, eta_computed_at = now(),"
-                " version = version + %s WHERE id = %s",
-                (eta, 1 if moved else 0, order["id"]),
-            )
+            await store.set_eta(conn, order.id, eta, new_version=moved)
             if moved:
                 await announce_order_event(
                     conn,
                     prefix,
-                    {**order, "eta": eta, "version": order["version"] + 1},
+                    order.replace(eta=eta, version=order.version + 1),
                     event="eta",
-                    previous_status=order["status"],
+                    previous_status=order.status,
                     ts=now,
                     actor="system",
                 )

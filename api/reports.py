@@ -33,8 +33,9 @@ from api.state import ApiState
 from mqttlink import Backoff
 from store import reports
 from store.notify import listening, next_notification
+from store.orders import load_order
 from store.reports import PendingReport
-from workflow import Actor, apply_status, load_order, skips_ahead
+from workflow import Actor, apply_status, skips_ahead
 
 log = logging.getLogger("api.reports")
 
@@ -111,8 +112,8 @@ async def _apply_status(
     young = datetime.now(UTC) - report.received_at < timedelta(
         seconds=state.settings.report_reorder_window_s
     )
-    if order is not None and young and skips_ahead(order["status"], target):
-        return "deferred", f"waits for the step before {target} (order is {order['status']})"
+    if order is not None and young and skips_ahead(order.status, target):
+        return "deferred", f"waits for the step before {target} (order is {order.status})"
     actor = Actor(role="courier", uid=f"courier:{report.courier_id}", courier_id=report.courier_id)
     change = await apply_status(
         conn,

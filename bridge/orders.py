@@ -3,19 +3,18 @@ current from the order status and assignment events the bridge relays."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from psycopg.rows import dict_row
+from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.events import StatusEvent
 from protocol.statuses import ACTIVE as ACTIVE_STATUSES
 from protocol.statuses import TERMINAL as FINISHED_STATUSES
-
-_COLUMNS = "id, restaurant_id, customer_uid, courier_id, status, eta, updated_at, version"
+from store import orders as store
+from store.orders import OrderRow
 
 
 @dataclass(slots=True)
@@ -53,18 +52,16 @@ class Order:
         }
 
 
-def _order(row: dict[str, Any]) -> Order:
-    eta: datetime | None = row["eta"]
-    updated: datetime = row["updated_at"]
+def _order(row: OrderRow) -> Order:
     return Order(
-        id=row["id"],
-        restaurant_id=row["restaurant_id"],
-        customer_uid=row["customer_uid"],
-        courier_id=row["courier_id"],
-        status=row["status"],
-        eta=None if eta is None else eta.isoformat(),
-        ts=updated.timestamp(),
-        version=row["version"],
+        id=row.id,
+        restaurant_id=row.restaurant_id,
+        customer_uid=row.customer_uid,
+        courier_id=row.courier_id,
+        status=str(row.status),
+        eta=None if row.eta is None else row.eta.isoformat(),
+        ts=row.updated_at.timestamp(),
+        version=row.version,
     )
 
 
@@ -101,15 +98,22 @@ class OrderDirectory:
         self._orders[order.id] = order
         return order
 
-    async def _fetch(self, where: str, params: tuple[object, ...]) -> list[Order]:
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(f"SELECT {_COLUMNS} FROM orders WHERE {where}", params)  # noqa: S608
-            return [self.remember(_order(row)) for row in await cur.fetchall()]
+    async def _fetch(
+        self, query: Callable[[AsyncConnection[Any]], Awaitable[list[OrderRow]]]
+    ) -> list[Order]:
+        async with self._pool.connection() as conn:
+            rows = await query(conn)
+        return [self.remember(_order(row)) for row in rows]
 
     async def load(self, order_id: str, *, refresh: bool = False) -> Order | None:
         if not refresh and (known := self._orders.get(order_id)) is not None:
             return known
-        found = await self._fetch("id = %s", (order_id,))
+
+        async def one(conn: AsyncConnection[Any]) -> list[OrderRow]:
+            row = await store.load_order(conn, order_id)
+            return [] if row is None else [row]
+
+        found = await self._fetch(one)
         return found[0] if found else self._orders.get(order_id)
 
     async def reload(self, order_id: str) -> Change:
@@ -120,16 +124,11 @@ class OrderDirectory:
 
     async def load_restaurant(self, restaurant_id: str) -> list[Order]:
         """The restaurant's orders that are not finished yet."""
-        return await self._fetch(
-            "restaurant_id = %s AND status NOT IN ('delivered', 'cancelled')", (restaurant_id,)
-        )
+        return await self._fetch(lambda conn: store.open_orders_of_restaurant(conn, restaurant_id))
 
     async def load_courier(self, courier_id: str) -> list[Order]:
         """The orders a courier carries now."""
-        return await self._fetch(
-            "courier_id = %s AND status IN ('assigned', 'picked_up', 'out_for_delivery')",
-            (courier_id,),
-        )
+        return await self._fetch(lambda conn: store.active_orders_of_courier(conn, courier_id))
 
     def restaurant_open(self, restaurant_id: str) -> list[Order]:
         return [

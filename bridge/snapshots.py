@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.events import Fix
+from store.orders import open_orders
 from store.positions import read_last_positions
 from store.presence import CourierPresence, read_presence
 
@@ -42,24 +42,19 @@ class Snapshots:
 
     async def _open_orders(self) -> list[dict[str, Any]]:
         """Every order not finished yet, for the admin's fleet snapshot."""
-        query = (
-            "SELECT id, status, courier_id, eta, updated_at, version FROM orders "  # noqa: S608
-            "WHERE status NOT IN ('delivered', 'cancelled') "
-            f"ORDER BY updated_at DESC LIMIT {self._fleet_limit}"
-        )
-        async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query)
-            return [
-                {
-                    "order": row["id"],
-                    "status": row["status"],
-                    "courier_id": row["courier_id"],
-                    "eta": None if row["eta"] is None else row["eta"].isoformat(),
-                    "ts": row["updated_at"].timestamp(),
-                    "version": row["version"],
-                }
-                for row in await cur.fetchall()
-            ]
+        async with self._pool.connection() as conn:
+            rows = await open_orders(conn, limit=self._fleet_limit)
+        return [
+            {
+                "order": row.id,
+                "status": str(row.status),
+                "courier_id": row.courier_id,
+                "eta": None if row.eta is None else row.eta.isoformat(),
+                "ts": row.updated_at.timestamp(),
+                "version": row.version,
+            }
+            for row in rows
+        ]
 
     @staticmethod
     def _newest(stored: list[Fix], relayed: Mapping[str, Fix], keys: Collection[str]) -> list[Fix]:

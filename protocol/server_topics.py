@@ -1,5 +1,5 @@
-"""Payloads the server itself publishes (the API; ingest for MQTT reports), on the server
-topics of protocol.topics.
+"""Payloads the server itself publishes (the API, also for couriers' MQTT reports, which
+ingest only stores in the inbox), on the server topics of protocol.topics.
 
 | topic | QoS | retained | who reads it |
 |---|---|---|---|
@@ -116,7 +116,7 @@ def order_status_message(
     note: str = "",
     previous_courier_id: str | None = None,
 ) -> OrderStatusMessage:
-    """The status event for an order row (the columns of workflow.ORDER_COLUMNS)."""
+    """The status event for an order row by column name (store.orders.OrderRow.as_dict())."""
     return OrderStatusMessage(
         event=event,
         order_id=order["id"],

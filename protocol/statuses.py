@@ -36,3 +36,5 @@ ASSIGNABLE: Final = frozenset({Status.PENDING, *ACTIVE})
 
 #: For queries: ``status = ANY(%s)`` with this list as the parameter.
 ACTIVE_LIST: Final = sorted(str(s) for s in ACTIVE)
+#: For queries: ``status <> ALL(%s)`` (not finished) with this list as the parameter.
+TERMINAL_LIST: Final = sorted(str(s) for s in TERMINAL)

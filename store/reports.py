@@ -1,6 +1,6 @@
 """The device_reports inbox: couriers' status reports and emergencies, as ingest stored
 them, and the outcome the API's applier recorded for each (one writer each: ingest inserts
-reports, the API inserts outcomes)."""
+reports, the API inserts outcomes). An emergency's alert is written by store.alerts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+
+from store import alerts
+from store.alerts import AlertRow
 
 #: NOTIFY channel ingest raises when a batch stored reports; the applier LISTENs on it.
 REPORTS_CHANNEL = "device_reports"
@@ -30,12 +32,6 @@ WHERE r.id = %s AND NOT EXISTS (SELECT 1 FROM report_outcomes o WHERE o.report_i
 FOR UPDATE OF r SKIP LOCKED
 """
 _DECIDE = "INSERT INTO report_outcomes (report_id, outcome, reason) VALUES (%s, %s, %s)"
-_INSERT_ALERT = """
-INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
-VALUES (%s, %s, %s, %s, %s)
-ON CONFLICT (courier_id, raised_at) DO NOTHING
-RETURNING id, courier_id, raised_at, lat, lon, message, acknowledged_by, acknowledged_at
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +68,14 @@ async def decide(
     await conn.execute(_DECIDE, (report_id, outcome, reason[:2000]))
 
 
-async def insert_alert(conn: AsyncConnection[Any], report: PendingReport) -> dict[str, Any] | None:
+async def insert_alert(conn: AsyncConnection[Any], report: PendingReport) -> AlertRow | None:
     """The alert an emergency report raises; None if it is stored already."""
     payload = report.payload
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            _INSERT_ALERT,
-            (
-                report.courier_id,
-                report.report_time,
-                payload.get("lat"),
-                payload.get("lon"),
-                str(payload.get("message") or "")[:2000],
-            ),
-        )
-        return await cur.fetchone()
+    return await alerts.insert_alert_once(
+        conn,
+        courier_id=report.courier_id,
+        raised_at=report.report_time,
+        lat=payload.get("lat"),
+        lon=payload.get("lon"),
+        message=str(payload.get("message") or "")[:2000],
+    )

@@ -23,7 +23,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from auth import LocalSigner
+from protocol.statuses import TERMINAL, Status
 from stack.process import free_port
+from store import orders as store
 from tests.services import Services
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -370,6 +372,31 @@ def status_message(
     }
 
 
+async def store_change(
+    dsn: str, *, order_id: str, status: str, courier_id: str | None = None
+) -> int:
+    """Commit a change of the order with the API's own queries (store.orders): a new courier
+    when `courier_id` differs from the order's, and the status; one version bump. The ETA
+    stays as it is. The order's new version."""
+    target, now = Status(status), datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+        order = await store.load_order(conn, order_id, for_update=True)
+        assert order is not None, f"no order {order_id}"
+        new_courier = courier_id is not None and courier_id != order.courier_id
+        if courier_id is not None and new_courier:
+            order = await store.set_courier(
+                conn,
+                order_id,
+                courier_id=courier_id,
+                status=order.status if target in TERMINAL else target,
+                eta=order.eta,
+                at=now,
+            )
+        if not new_courier or target in TERMINAL:
+            order = await store.set_status(conn, order_id, status=target, eta=order.eta, at=now)
+        return order.version
+
+
 async def set_order_status(
     db: psycopg.Connection[Any],
     services: Services,
@@ -388,14 +415,9 @@ async def set_order_status(
     if courier_id is not None:
         seed_courier(db, courier_id)
     now = datetime.now(UTC)
-    row = db.execute(
-        "UPDATE orders SET status = %s, courier_id = %s, updated_at = %s, "
-        "delivered_at = CASE WHEN %s = 'delivered' THEN %s END, version = version + 1 "
-        "WHERE id = %s RETURNING version",
-        (status, courier_id, now, status, now, order_id),
-    ).fetchone()
-    assert row is not None, f"no order {order_id}"
-    version: int = row[0]
+    version = await store_change(
+        services.dsn, order_id=order_id, status=status, courier_id=courier_id
+    )
     await apublish(
         services,
         f"fleet/orders/{order_id}/status",

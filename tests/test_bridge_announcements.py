@@ -34,6 +34,7 @@ from bridge.snapshots import Snapshots
 from bridge.subscriptions import SubscriptionManager
 from bridge.topics import Topics
 from broker.accounts import ServiceAccount
+from store.orders import load_order
 from tests.bridge_support import (
     BridgeProcess,
     Frame,
@@ -46,6 +47,7 @@ from tests.bridge_support import (
     running_bridge,
     seed_order,
     status_message,
+    store_change,
 )
 from tests.services import Services
 
@@ -83,19 +85,6 @@ async def mqtt(services: Services, account: ServiceAccount) -> AsyncIterator[aio
 async def publish(client: aiomqtt.Client, topic: str, payload: Any) -> None:
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     await client.publish(topic, body, qos=1)
-
-
-def bump_version(db: Db, order_id: str, status: str) -> int:
-    """Commit a change of the order as the API does; its new version."""
-    row = db.execute(
-        "UPDATE orders SET status = %s, updated_at = now(), version = version + 1, "
-        "delivered_at = CASE WHEN %s = 'delivered' THEN now() END "
-        "WHERE id = %s RETURNING version",
-        (status, status, order_id),
-    ).fetchone()
-    assert row is not None
-    version: int = row[0]
-    return version
 
 
 def locations_of(frames: list[Frame], courier_id: str) -> list[Frame]:
@@ -157,10 +146,11 @@ async def scene(bridge: BridgeProcess, db: Db, unique: str) -> Scene:
     for socket in (customer, kitchen):
         for order_id in (order, sentinel_order):
             await socket.subscribe(f"order:{order_id}")
-    row = db.execute("SELECT version FROM orders WHERE id = %s", (order,)).fetchone()
-    assert row is not None
+    async with await psycopg.AsyncConnection.connect(bridge.services.dsn) as conn:
+        stored = await load_order(conn, order)
+    assert stored is not None
     return Scene(
-        order, courier, sentinel, restaurant, customer_uid, int(row[0]), (customer, kitchen)
+        order, courier, sentinel, restaurant, customer_uid, stored.version, (customer, kitchen)
     )
 
 
@@ -205,8 +195,8 @@ async def test_an_older_announcement_after_delivered_changes_nothing(
         for socket in here.sockets:
             await see_courier(loadgen, socket, here.courier)
         topic = f"fleet/orders/{here.order}/status"
-        older = bump_version(db, here.order, "out_for_delivery")
-        delivered = bump_version(db, here.order, "delivered")
+        older = await store_change(services.dsn, order_id=here.order, status="out_for_delivery")
+        delivered = await store_change(services.dsn, order_id=here.order, status="delivered")
         # Published in the wrong order: the newest change first.
         await publish(api, topic, here.status("delivered", delivered))
         await publish(
@@ -246,12 +236,14 @@ async def test_delivered_with_an_older_ts_than_the_last_announcement_ends_positi
     here = await scene(bridge, db, unique)
     topic = f"fleet/orders/{here.order}/status"
     async with mqtt(services, "loadgen") as loadgen, mqtt(services, "api") as api:
-        eta_version = bump_version(db, here.order, "out_for_delivery")
+        eta_version = await store_change(
+            services.dsn, order_id=here.order, status="out_for_delivery"
+        )
         await publish(api, topic, here.status("out_for_delivery", eta_version, event="eta"))
         for socket in here.sockets:
             await socket.expect(lambda f: f["type"] == "status" and f["version"] == eta_version)
             await see_courier(loadgen, socket, here.courier)
-        delivered = bump_version(db, here.order, "delivered")
+        delivered = await store_change(services.dsn, order_id=here.order, status="delivered")
         phone_clock = datetime.now(UTC) - timedelta(minutes=2)
         await publish(api, topic, here.status("delivered", delivered, ts=phone_clock))
         for n in range(5):
@@ -274,7 +266,7 @@ async def test_a_delivered_announcement_without_a_version_still_ends_positions(
     async with mqtt(services, "loadgen") as loadgen, mqtt(services, "api") as api:
         for socket in here.sockets:
             await see_courier(loadgen, socket, here.courier)
-        bump_version(db, here.order, "delivered")
+        await store_change(services.dsn, order_id=here.order, status="delivered")
         message = here.status("delivered", 0)
         del message["version"], message["event_id"]
         await publish(api, f"fleet/orders/{here.order}/status", message)
@@ -312,7 +304,7 @@ async def finish_while_streaming(
         try:
             for socket in here.sockets:
                 await socket.expect(lambda f: f["type"] == "location" and f["id"] == here.courier)
-            version = bump_version(db, here.order, status)
+            version = await store_change(services.dsn, order_id=here.order, status=status)
             await publish(api, f"fleet/orders/{here.order}/status", here.status(status, version))
             for socket in here.sockets:
                 await socket.expect(lambda f: f.get("status") == status, within=10)
@@ -354,12 +346,12 @@ async def test_a_repeated_event_id_is_relayed_once(
     )
     topic = f"fleet/orders/{here.order}/status"
     async with mqtt(services, "api") as api:
-        version = bump_version(db, here.order, "out_for_delivery")
+        version = await store_change(services.dsn, order_id=here.order, status="out_for_delivery")
         eta = here.status("out_for_delivery", version, event="eta")
         # The outbox relay crashed after the PUBACK: the same row goes out again.
         await publish(api, topic, eta)
         await publish(api, topic, eta)
-        last = bump_version(db, here.order, "out_for_delivery")
+        last = await store_change(services.dsn, order_id=here.order, status="out_for_delivery")
         await publish(api, topic, here.status("out_for_delivery", last, event="eta"))
         _, before = await customer.expect(lambda f: f.get("version") == last)
     assert [f["version"] for f in before if f["type"] == "status"] == [version]
@@ -448,7 +440,7 @@ async def test_bad_server_messages_are_counted_and_the_relay_goes_on(
     topic = f"fleet/orders/{here.order}/status"
     async with mqtt(services, "api") as api:
         await publish(api, topic, body)
-        version = bump_version(db, here.order, "out_for_delivery")
+        version = await store_change(services.dsn, order_id=here.order, status="out_for_delivery")
         await publish(api, topic, here.status("out_for_delivery", version))
         _, before = await customer.expect(lambda f: f.get("version") == version)
     assert [f for f in before if f["type"] == "status"] == []
@@ -512,7 +504,7 @@ async def test_a_position_queued_for_a_stalled_socket_is_dropped_when_the_order_
         location = f"fleet/couriers/{courier}/location"
         await hub.on_message(location, json.dumps(fix(1.0, 1.0)).encode(), 0.0)
         assert client.pending() == 3  # subscribed, snapshot, and the position
-        version = bump_version(db, order, status)
+        version = await store_change(services.dsn, order_id=order, status=status)
         message = status_message(
             order_id=order,
             status=status,

@@ -8,6 +8,7 @@ commit) -> the API's applier (workflow + outbox, one transaction) -> the outbox 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -19,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from protocol.statuses import Status
+from store import orders as store
 from tests.api_harness import ApiProcess
 from tests.ingest_harness import Worker, count_rows, running_worker, wait_until
 from tests.mqtt5 import ACCEPTED, Mqtt5Client, connected_as
@@ -40,24 +43,37 @@ def ingest(own_services: Services) -> Iterator[Worker]:
         yield worker
 
 
+async def _store_orders(dsn: str, restaurant: str, courier: str, orders: list[str]) -> None:
+    """The orders created and assigned with the API's own queries (store.orders)."""
+    now = datetime.now(UTC)
+    async with await psycopg.AsyncConnection.connect(dsn) as conn, conn.transaction():
+        for order in orders:
+            await store.insert_order(
+                conn,
+                order_id=order,
+                restaurant_id=restaurant,
+                customer_uid="cust",
+                pickup=(52.5, 13.4),
+                dropoff=(52.52, 13.45),
+                promised_at=now + timedelta(hours=1),
+            )
+            await store.open_assignment(conn, order, courier_id=courier, by="test", at=now)
+            await store.set_courier(
+                conn, order, courier_id=courier, status=Status.ASSIGNED, eta=None, at=now
+            )
+
+
 def make_orders(services: Services, unique: str, count: int) -> tuple[str, list[str]]:
     """`count` orders assigned to one courier, straight in the database."""
-    courier = f"c-{unique}"
+    courier, restaurant = f"c-{unique}", f"r-{unique}"
     orders = [f"o-{unique}-{i}" for i in range(count)]
-    promised = datetime.now(UTC) + timedelta(hours=1)
     with psycopg.connect(services.dsn, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO restaurants (id, name, lat, lon) VALUES (%s, 'R', 52.5, 13.4)",
-            (f"r-{unique}",),
+            (restaurant,),
         )
         conn.execute("INSERT INTO couriers (id, name) VALUES (%s, 'C')", (courier,))
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO orders (id, restaurant_id, customer_uid, pickup_lat, pickup_lon,"
-                " dropoff_lat, dropoff_lon, promised_at, status, courier_id)"
-                " VALUES (%s, %s, 'cust', 52.5, 13.4, 52.52, 13.45, %s, 'assigned', %s)",
-                [(order, f"r-{unique}", promised, courier) for order in orders],
-            )
+    asyncio.run(_store_orders(services.dsn, restaurant, courier, orders))
     return courier, orders
 
 

@@ -1,4 +1,5 @@
-"""The delivery workflow: status rules, transitions, ETA (applied by the API)."""
+"""The delivery workflow: status rules, transitions and ETA. The API applies it (REST calls
+and couriers' MQTT reports from the inbox); its queries are store.orders'."""
 
 from protocol.statuses import ACTIVE, ASSIGNABLE, TERMINAL, Status
 from workflow.eta import EtaParameters, Fix, estimate_arrival, haversine_m
@@ -8,7 +9,6 @@ from workflow.orders import (
     StatusChange,
     apply_status,
     compute_eta,
-    load_order,
 )
 from workflow.rules import (
     TRANSITIONS,
@@ -42,6 +42,5 @@ __all__ = [
     "decide",
     "estimate_arrival",
     "haversine_m",
-    "load_order",
     "skips_ahead",
 ]

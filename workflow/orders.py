@@ -1,4 +1,5 @@
-"""Applying workflow transitions and ETAs to the database (the API is their one writer).
+"""Applying workflow transitions and ETAs to the database (the API is their one writer),
+through the queries of store.orders.
 
 Each function runs inside the caller's transaction; the caller queues the announcement of
 the returned change in the outbox in that same transaction. Every change of an order
@@ -14,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
 
-from protocol.statuses import ACTIVE, ASSIGNABLE, Status
+from protocol.statuses import ACTIVE, ASSIGNABLE, TERMINAL, Status
+from store import orders as store
+from store.orders import OrderRow, Visibility
 from store.positions import read_last_position, recent_fixes
 from workflow.eta import EtaParameters, Fix, estimate_arrival
 from workflow.rules import (
@@ -25,11 +27,6 @@ from workflow.rules import (
     TransitionError,
     allowed_next_for,
     decide,
-)
-
-ORDER_COLUMNS = (
-    "id, restaurant_id, customer_uid, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon,"
-    " promised_at, status, courier_id, eta, created_at, updated_at, delivered_at, version"
 )
 
 
@@ -50,14 +47,24 @@ class Actor:
     courier_id: str | None = None
     restaurant_id: str | None = None
 
-    def may_see(self, order: dict[str, Any]) -> bool:
+    def may_see(self, order: OrderRow) -> bool:
         if self.role == "admin":
             return True
         if self.role == "courier":
-            return self.courier_id is not None and order["courier_id"] == self.courier_id
+            return self.courier_id is not None and order.courier_id == self.courier_id
         if self.role == "restaurant":
-            return self.restaurant_id is not None and order["restaurant_id"] == self.restaurant_id
-        return bool(order["customer_uid"] == self.uid)
+            return self.restaurant_id is not None and order.restaurant_id == self.restaurant_id
+        return order.customer_uid == self.uid
+
+    def visibility(self) -> Visibility:
+        """The orders the actor may list: the same rule as :meth:`may_see`."""
+        if self.role == "admin":
+            return Visibility()
+        if self.role == "courier":
+            return Visibility("courier_id", self.courier_id or "")
+        if self.role == "restaurant":
+            return Visibility("restaurant_id", self.restaurant_id or "")
+        return Visibility("customer_uid", self.uid)
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,7 @@ class StatusChange:
     `status_rejected` event (commit it), `reason` says why and `allowed` what may come next.
     """
 
-    order: dict[str, Any] | None
+    order: OrderRow | None
     previous: Status | None
     status: Status | None
     outcome: Literal["applied", "repeat", "rejected"]
@@ -77,18 +84,6 @@ class StatusChange:
     note: str
     reason: str = ""
     allowed: tuple[Status, ...] = ()
-
-
-async def load_order(
-    conn: AsyncConnection[Any], order_id: str, *, for_update: bool = False
-) -> dict[str, Any] | None:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = %s"  # noqa: S608
-            + (" FOR UPDATE" if for_update else ""),
-            (order_id,),
-        )
-        return await cur.fetchone()
 
 
 async def apply_status(
@@ -113,17 +108,17 @@ async def apply_status(
     """
     when = at or datetime.now(UTC)
     key = dedup_key or f"{source}:{uuid.uuid4().hex}"
-    order = await load_order(conn, order_id, for_update=True)
+    order = await store.load_order(conn, order_id, for_update=True)
     try:
         if order is None or not actor.may_see(order):
             raise OrderNotFoundError(order_id)
-        current = Status(order["status"])
+        current = order.status
         decision = decide(current, target, role=actor.role)
     except (OrderNotFoundError, TransitionError, ActorNotAllowedError) as exc:
         if not record_rejection:
             raise
         known = order is not None and actor.may_see(order)
-        previous = Status(order["status"]) if order is not None and known else None
+        previous = order.status if order is not None and known else None
         allowed = tuple(allowed_next_for(previous, actor.role)) if previous else ()
         await _insert_event(
             conn,
@@ -155,29 +150,14 @@ async def apply_status(
     if decision.outcome == "repeat":
         return StatusChange(order, current, current, "repeat", when, actor, note)
     wanted = decision.target
-    eta = order["eta"]
+    eta = order.eta
     if wanted in ACTIVE and eta_params is not None:
-        eta = await compute_eta(conn, order={**order, "status": wanted}, params=eta_params)
+        eta = await compute_eta(conn, order=order.replace(status=wanted), params=eta_params)
     elif wanted not in ACTIVE:
         eta = None
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            UPDATE orders SET status = %s, eta = %s, eta_computed_at = now(), updated_at = %s,
-                delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END,
-                version = version + 1
-            WHERE id = %s RETURNING {ORDER_COLUMNS}
-            """,  # noqa: S608
-            (wanted, eta, when, wanted, when, order_id),
-        )
-        updated = await cur.fetchone()
-    assert updated is not None
-    if wanted in (Status.DELIVERED, Status.CANCELLED):
-        await conn.execute(
-            "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s"
-            " AND unassigned_at IS NULL",
-            (max(when, datetime.now(UTC)), order_id),
-        )
+    updated = await store.set_status(conn, order_id, status=wanted, eta=eta, at=when)
+    if wanted in TERMINAL:
+        await store.close_assignments(conn, order_id, at=max(when, datetime.now(UTC)))
     await _insert_event(
         conn,
         kind="status",
@@ -196,7 +176,7 @@ class AssignmentChange:
     """An order given to a courier: the order after the change, who had it before, and the
     status it had; `changed` is False when the courier already had it."""
 
-    order: dict[str, Any]
+    order: OrderRow
     previous_status: Status
     previous_courier_id: str | None
     at: datetime
@@ -225,44 +205,28 @@ async def assign_courier(
     one) inside the caller's transaction. Raises OrderNotFoundError, CourierNotFoundError
     or AssignmentError."""
     now = datetime.now(UTC)
-    order = await load_order(conn, order_id, for_update=True)
+    order = await store.load_order(conn, order_id, for_update=True)
     if order is None:
         raise OrderNotFoundError(order_id)
-    current = Status(order["status"])
+    current = order.status
     if current not in ASSIGNABLE:
         raise AssignmentError(
             f"order {order_id!r} is {current}; a finished order keeps its courier"
         )
-    cur = await conn.execute("SELECT 1 FROM couriers WHERE id = %s", (courier_id,))
-    if await cur.fetchone() is None:
+    if not await store.courier_exists(conn, courier_id):
         raise CourierNotFoundError(courier_id)
-    previous_courier = order["courier_id"]
+    previous_courier = order.courier_id
     if previous_courier == courier_id:
         return AssignmentChange(order, current, previous_courier, now, changed=False)
-    await conn.execute(
-        "UPDATE assignments SET unassigned_at = %s WHERE order_id = %s AND unassigned_at IS NULL",
-        (now, order_id),
-    )
-    await conn.execute(
-        "INSERT INTO assignments (order_id, courier_id, assigned_by, assigned_at)"
-        " VALUES (%s, %s, %s, %s)",
-        (order_id, courier_id, actor.uid, now),
-    )
+    await store.close_assignments(conn, order_id, at=now)
+    await store.open_assignment(conn, order_id, courier_id=courier_id, by=actor.uid, at=now)
     status = Status.ASSIGNED if current == Status.PENDING else current
     eta = await compute_eta(
-        conn, order={**order, "status": status, "courier_id": courier_id}, params=eta_params
+        conn, order=order.replace(status=status, courier_id=courier_id), params=eta_params
     )
-    async with conn.cursor(row_factory=dict_row) as dcur:
-        await dcur.execute(
-            f"""
-            UPDATE orders SET courier_id = %s, status = %s, eta = %s,
-                eta_computed_at = now(), updated_at = %s, version = version + 1
-            WHERE id = %s RETURNING {ORDER_COLUMNS}
-            """,  # noqa: S608
-            (courier_id, status, eta, now, order_id),
-        )
-        updated = await dcur.fetchone()
-    assert updated is not None
+    updated = await store.set_courier(
+        conn, order_id, courier_id=courier_id, status=status, eta=eta, at=now
+    )
     await _insert_event(
         conn,
         kind="assignment",
@@ -292,25 +256,26 @@ async def _insert_event(
     else:
         source_kind, source_id = "user", actor.uid
     payload = {**payload, "actor": {"role": actor.role, "uid": actor.uid}, "source": source}
-    await conn.execute(
-        """
-        INSERT INTO order_events (event_time, kind, source_kind, source_id, order_id, payload,
-                                  dedup_key)
-        VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (dedup_key) DO NOTHING
-        """,
-        (at, kind, source_kind, source_id, order_id, json.dumps(payload, default=str), dedup_key),
+    await store.insert_event(
+        conn,
+        order_id=order_id,
+        kind=kind,
+        at=at,
+        source=(source_kind, source_id),
+        payload_json=json.dumps(payload, default=str),
+        dedup_key=dedup_key,
     )
 
 
 async def compute_eta(
-    conn: AsyncConnection[Any], *, order: dict[str, Any], params: EtaParameters
+    conn: AsyncConnection[Any], *, order: OrderRow, params: EtaParameters
 ) -> datetime | None:
     """The order's ETA from its courier's last position and recent fixes; None without a
     courier or without any fix."""
-    status = Status(order["status"])
-    if order["courier_id"] is None or status not in ACTIVE:
+    status = order.status
+    if order.courier_id is None or status not in ACTIVE:
         return None
-    stored = await read_last_position(conn, kind="courier", source_id=order["courier_id"])
+    stored = await read_last_position(conn, kind="courier", source_id=order.courier_id)
     if stored is None:
         return None
     last = Fix(stored.fix_time, stored.lat, stored.lon, stored.speed)
@@ -319,7 +284,7 @@ async def compute_eta(
         for row in await recent_fixes(
             conn,
             kind="courier",
-            source_id=order["courier_id"],
+            source_id=order.courier_id,
             after=last.time - timedelta(seconds=params.window_s),
             until=last.time,
             limit=200,
@@ -329,8 +294,8 @@ async def compute_eta(
         last=last,
         recent=recent,
         picked_up=status != Status.ASSIGNED,
-        pickup=(order["pickup_lat"], order["pickup_lon"]),
-        dropoff=(order["dropoff_lat"], order["dropoff_lon"]),
+        pickup=(order.pickup_lat, order.pickup_lon),
+        dropoff=(order.dropoff_lat, order.dropoff_lon),
         now=datetime.now(UTC),
         params=params,
     )

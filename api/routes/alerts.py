@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
-from psycopg.rows import dict_row
 
 from api.announcements import announce_alert
 from api.errors import ERROR_RESPONSES, Conflict, NotFound
 from api.schemas import Alert, AlertIn, AlertList
 from api.security import AdminPrincipal, CurrentPrincipal, require
 from api.state import State
+from store import alerts as store
+from store.alerts import AlertRow
 
 router = APIRouter(responses=ERROR_RESPONSES, tags=["alerts"])
 
-ALERT_COLUMNS = "id, courier_id, raised_at, lat, lon, message, acknowledged_by, acknowledged_at"
+
+def alert_out(row: AlertRow) -> Alert:
+    return Alert(**asdict(row))
 
 
 @router.post("/alerts", status_code=201)
@@ -28,18 +32,17 @@ async def raise_alert(body: AlertIn, state: State, principal: CurrentPrincipal) 
     if body.courier_id is not None and body.courier_id != courier_id:
         raise NotFound(f"courier {body.courier_id!r} not found")
     now = datetime.now(UTC)
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"""
-            INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
-            VALUES (%s, %s, %s, %s, %s) RETURNING {ALERT_COLUMNS}
-            """,  # noqa: S608
-            (courier_id, now, body.lat, body.lon, body.message),
+    async with state.transaction() as conn:
+        alert = await store.insert_alert(
+            conn,
+            courier_id=courier_id,
+            raised_at=now,
+            lat=body.lat,
+            lon=body.lon,
+            message=body.message,
         )
-        alert = await cur.fetchone()
-        assert alert is not None
         await announce_alert(conn, state.settings.topic_prefix, alert, kind="alert_raised")
-    return Alert(**alert)
+    return alert_out(alert)
 
 
 @router.get("/alerts")
@@ -50,14 +53,9 @@ async def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertList:
     """Open alerts (default), newest first; `status=all` includes acknowledged ones."""
-    where = "WHERE acknowledged_at IS NULL" if status == "open" else ""
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {ALERT_COLUMNS} FROM alerts {where} ORDER BY raised_at DESC LIMIT %s",  # noqa: S608
-            (limit,),
-        )
-        rows: list[dict[str, Any]] = await cur.fetchall()
-    return AlertList(items=[Alert(**r) for r in rows])
+    async with state.transaction() as conn:
+        rows = await store.list_alerts(conn, open_only=status == "open", limit=limit)
+    return AlertList(items=[alert_out(r) for r in rows])
 
 
 @router.post("/alerts/{alert_id}/acknowledge")
@@ -65,27 +63,15 @@ async def acknowledge_alert(
     alert_id: Annotated[int, Path(ge=1, le=2**62)], state: State, principal: AdminPrincipal
 ) -> Alert:
     """An admin acknowledges an open alert; who and when are recorded."""
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {ALERT_COLUMNS} FROM alerts WHERE id = %s FOR UPDATE",  # noqa: S608
-            (alert_id,),
-        )
-        alert = await cur.fetchone()
+    async with state.transaction() as conn:
+        alert = await store.lock_alert(conn, alert_id)
         if alert is None:
             raise NotFound(f"alert {alert_id} not found")
-        if alert["acknowledged_at"] is not None:
+        if alert.acknowledged_at is not None:
             raise Conflict(
-                f"alert {alert_id} was already acknowledged by {alert['acknowledged_by']}"
-                f" at {alert['acknowledged_at'].isoformat()}"
+                f"alert {alert_id} was already acknowledged by {alert.acknowledged_by}"
+                f" at {alert.acknowledged_at.isoformat()}"
             )
-        await cur.execute(
-            f"""
-            UPDATE alerts SET acknowledged_by = %s, acknowledged_at = now()
-            WHERE id = %s RETURNING {ALERT_COLUMNS}
-            """,  # noqa: S608
-            (principal.uid, alert_id),
-        )
-        alert = await cur.fetchone()
-        assert alert is not None
+        alert = await store.acknowledge(conn, alert_id, by=principal.uid)
         await announce_alert(conn, state.settings.topic_prefix, alert, kind="alert_acknowledged")
-    return Alert(**alert)
+    return alert_out(alert)

@@ -3,10 +3,10 @@ status workflow (single and batch) and each order's event history."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from dataclasses import asdict
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from psycopg.rows import dict_row
 
 from api.announcements import announce_assignment, announce_order_event, announce_status_change
 from api.errors import ERROR_RESPONSES, Conflict, Forbidden, InvalidTransition, NotFound
@@ -26,6 +26,8 @@ from api.schemas import (
 from api.security import CurrentPrincipal, actor_of, require
 from api.state import ApiState, State
 from protocol.statuses import OrderStatus
+from store import orders as store
+from store.orders import OrderRow
 from workflow import (
     ActorNotAllowedError,
     OrderNotFoundError,
@@ -33,10 +35,8 @@ from workflow import (
     TransitionError,
     allowed_next_for,
     apply_status,
-    load_order,
 )
 from workflow.orders import (
-    ORDER_COLUMNS,
     Actor,
     AssignmentError,
     CourierNotFoundError,
@@ -48,32 +48,22 @@ router = APIRouter(responses=ERROR_RESPONSES, tags=["orders"])
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$")]
 
 
-def order_out(row: dict[str, Any], actor: Actor) -> Order:
+def order_out(row: OrderRow, actor: Actor) -> Order:
     return Order(
-        id=row["id"],
-        restaurant_id=row["restaurant_id"],
-        customer_uid=row["customer_uid"],
-        pickup=Point(lat=row["pickup_lat"], lon=row["pickup_lon"]),
-        dropoff=Point(lat=row["dropoff_lat"], lon=row["dropoff_lon"]),
-        promised_at=row["promised_at"],
-        status=row["status"],
-        courier_id=row["courier_id"],
-        eta=row["eta"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        delivered_at=row["delivered_at"],
-        allowed_next=[str(s) for s in allowed_next_for(row["status"], actor.role)],
+        id=row.id,
+        restaurant_id=row.restaurant_id,
+        customer_uid=row.customer_uid,
+        pickup=Point(lat=row.pickup_lat, lon=row.pickup_lon),
+        dropoff=Point(lat=row.dropoff_lat, lon=row.dropoff_lon),
+        promised_at=row.promised_at,
+        status=row.status,
+        courier_id=row.courier_id,
+        eta=row.eta,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        delivered_at=row.delivered_at,
+        allowed_next=[str(s) for s in allowed_next_for(row.status, actor.role)],
     )
-
-
-def _visible_filter(actor: Actor) -> tuple[str, tuple[Any, ...]]:
-    if actor.role == "admin":
-        return "TRUE", ()
-    if actor.role == "courier":
-        return "courier_id = %s", (actor.courier_id or "",)
-    if actor.role == "restaurant":
-        return "restaurant_id = %s", (actor.restaurant_id or "",)
-    return "customer_uid = %s", (actor.uid,)
 
 
 @router.post("/orders", status_code=201)
@@ -83,29 +73,18 @@ async def create_order(body: OrderIn, state: State, principal: CurrentPrincipal)
     actor = actor_of(principal)
     if actor.role == "restaurant" and body.restaurant_id != actor.restaurant_id:
         raise Forbidden("a restaurant may create orders only for itself")
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute("SELECT 1 FROM restaurants WHERE id = %s", (body.restaurant_id,))
-        if await cur.fetchone() is None:
+    async with state.transaction() as conn:
+        if not await store.restaurant_exists(conn, body.restaurant_id):
             raise NotFound(f"restaurant {body.restaurant_id!r} not found")
-        await cur.execute(
-            f"""
-            INSERT INTO orders (id, restaurant_id, customer_uid, pickup_lat, pickup_lon,
-                                dropoff_lat, dropoff_lon, promised_at)
-            VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING {ORDER_COLUMNS}
-            """,  # noqa: S608
-            (
-                body.id,
-                body.restaurant_id,
-                body.customer_uid,
-                body.pickup.lat,
-                body.pickup.lon,
-                body.dropoff.lat,
-                body.dropoff.lon,
-                body.promised_at,
-            ),
+        row = await store.insert_order(
+            conn,
+            order_id=body.id,
+            restaurant_id=body.restaurant_id,
+            customer_uid=body.customer_uid,
+            pickup=(body.pickup.lat, body.pickup.lon),
+            dropoff=(body.dropoff.lat, body.dropoff.lon),
+            promised_at=body.promised_at,
         )
-        row = await cur.fetchone()
-    assert row is not None
     return order_out(row, actor)
 
 
@@ -120,17 +99,10 @@ async def list_orders(
     """The orders the caller may see: all (admin), their restaurant's, their deliveries
     (courier) or their own (customer); newest first."""
     actor = actor_of(principal)
-    where, params = _visible_filter(actor)
-    if status is not None:
-        where += " AND status = %s"
-        params = (*params, status)
-    async with state.transaction() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(
-            f"SELECT {ORDER_COLUMNS} FROM orders WHERE {where}"  # noqa: S608
-            " ORDER BY created_at DESC, id LIMIT %s OFFSET %s",
-            (*params, limit, offset),
+    async with state.transaction() as conn:
+        rows = await store.list_visible(
+            conn, actor.visibility(), status=status, limit=limit, offset=offset
         )
-        rows = await cur.fetchall()
     return OrderList(items=[order_out(r, actor) for r in rows])
 
 
@@ -138,7 +110,7 @@ async def list_orders(
 async def get_order(order_id: OrderIdPath, state: State, principal: CurrentPrincipal) -> Order:
     actor = actor_of(principal)
     async with state.transaction() as conn:
-        row = await load_order(conn, order_id)
+        row = await store.load_order(conn, order_id)
     if row is None or not actor.may_see(row):
         raise NotFound(f"order {order_id!r} not found")
     return order_out(row, actor)
@@ -152,19 +124,11 @@ async def order_events(
     rejected courier reports."""
     actor = actor_of(principal)
     async with state.transaction() as conn:
-        row = await load_order(conn, order_id)
+        row = await store.load_order(conn, order_id)
         if row is None or not actor.may_see(row):
             raise NotFound(f"order {order_id!r} not found")
-        async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(
-                """
-                SELECT event_time AS time, kind, source_kind, source_id, payload
-                FROM order_events WHERE order_id = %s ORDER BY event_time, id
-                """,
-                (order_id,),
-            )
-            rows = await cur.fetchall()
-    return OrderEventList(items=[OrderEvent(**r) for r in rows])
+        rows = await store.history(conn, order_id)
+    return OrderEventList(items=[OrderEvent(**asdict(r)) for r in rows])
 
 
 @router.post("/orders/{order_id}/assignment")
