@@ -8,35 +8,22 @@ models (protocol.server_topics), after the raw bounds of protocol.json_limits.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 import msgspec
-from pydantic import BaseModel, ValidationError
 
-from protocol.json_limits import json_limit_violation
 from protocol.payloads import Fix as ProtocolFix
 from protocol.payloads import PresenceEvent
-from protocol.server_topics import AlertMessage, AssignmentMessage, OrderStatusMessage
-from protocol.statuses import ORDER_STATUSES
-from protocol.topics import valid_id
-
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
+from protocol.server_topics import (
+    InvalidServerMessage,
+    decode_alert,
+    decode_assignment,
+    decode_status,
+)
 
 _encoder: Final = msgspec.json.Encoder()
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-class InvalidPayload(Exception):
-    """A message the bridge cannot relay; `reason` is a metrics label."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -97,60 +84,8 @@ def presence_frame(event: PresenceEvent) -> dict[str, Any]:
 
 
 # --- the server's messages --------------------------------------------------------------
-_VALIDATION_REASONS: Final = {
-    "json_invalid": "not_json",
-    "json_type": "not_json",
-    "model_type": "bad_shape",
-    "model_attributes_type": "bad_shape",
-    "missing": "missing_field",
-    "extra_forbidden": "unknown_field",
-}
-
-
-def _validated(model: type[_Model], payload: bytes) -> _Model:
-    violation = json_limit_violation(payload, max_bytes=MAX_PAYLOAD_BYTES)
-    if violation is not None:
-        raise InvalidPayload(violation.code, violation.reason)
-    try:
-        return model.model_validate_json(payload, strict=True)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "payload"
-        reason = _VALIDATION_REASONS.get(first["type"], "bad_field")
-        raise InvalidPayload(reason, f"{model.__name__} {where}: {first['msg']}") from None
-
-
-def _epoch(value: datetime, name: str) -> float:
-    if value.tzinfo is None:
-        raise InvalidPayload("bad_field", f"{name} needs a UTC offset")
-    return value.timestamp()
-
-
-def _same_id(topic_id: str, payload_id: str, name: str) -> None:
-    if payload_id != topic_id:
-        raise InvalidPayload(
-            "id_mismatch", f"{name} {payload_id!r} is not the topic's {topic_id!r}"
-        )
-
-
-def _entity_id(value: str | None, name: str) -> str | None:
-    # Ids end up in topic filters the bridge subscribes to: never a wildcard or a level.
-    if value is not None and not valid_id(value):
-        raise InvalidPayload("bad_id", f"{name} is not 1-64 characters of [A-Za-z0-9_-]")
-    return value
-
-
-def _coordinate(value: float | None, name: str) -> float | None:
-    if value is not None and not math.isfinite(value):
-        raise InvalidPayload("bad_field", f"{name} must be a finite number")
-    return value
-
-
-def _version(value: int) -> int | None:
-    """An order's version; None for a message that carries none (0, the model's default)."""
-    if value < 0:
-        raise InvalidPayload("bad_field", "version must not be negative")
-    return value or None
+#: A server message the bridge cannot relay; `reason` is a metrics label.
+InvalidPayload = InvalidServerMessage
 
 
 @dataclass(slots=True)
@@ -180,19 +115,16 @@ class StatusEvent:
 
 
 def parse_status(order_id: str, payload: bytes) -> StatusEvent:
-    message = _validated(OrderStatusMessage, payload)
-    _same_id(order_id, message.order_id, "order_id")
-    if message.status not in ORDER_STATUSES:
-        raise InvalidPayload("bad_field", f"unknown status {message.status!r}")
+    message = decode_status(order_id, payload)
     return StatusEvent(
         order_id=order_id,
         status=message.status,
-        courier_id=_entity_id(message.courier_id, "courier_id"),
-        restaurant_id=str(_entity_id(message.restaurant_id, "restaurant_id")),
+        courier_id=message.courier_id,
+        restaurant_id=message.restaurant_id,
         customer_uid=message.customer_uid,
         eta=None if message.eta is None else message.eta.isoformat(),
-        ts=_epoch(message.ts, "ts"),
-        version=_version(message.version),
+        ts=message.ts.timestamp(),
+        version=message.version or None,
         event_id=message.event_id,
     )
 
@@ -218,14 +150,13 @@ class AssignmentEvent:
 
 
 def parse_assignment(courier_id: str, payload: bytes) -> AssignmentEvent:
-    message = _validated(AssignmentMessage, payload)
-    _same_id(courier_id, message.courier_id, "courier_id")
+    message = decode_assignment(courier_id, payload)
     return AssignmentEvent(
         courier_id=courier_id,
-        order_id=str(_entity_id(message.order_id, "order_id")),
+        order_id=message.order_id,
         action="assigned" if message.type == "assignment" else "unassigned",
-        ts=_epoch(message.ts, "ts"),
-        version=_version(message.version),
+        ts=message.ts.timestamp(),
+        version=message.version or None,
         event_id=message.event_id,
     )
 
@@ -261,20 +192,17 @@ class AlertEvent:
 
 
 def parse_alert(courier_id: str, payload: bytes) -> AlertEvent:
-    message = _validated(AlertMessage, payload)
-    _same_id(courier_id, message.courier_id, "courier_id")
+    message = decode_alert(courier_id, payload)
     acknowledged_at = message.acknowledged_at
     return AlertEvent(
         alert_id=message.alert_id,
         state="raised" if message.type == "alert_raised" else "acknowledged",
         courier_id=courier_id,
-        lat=_coordinate(message.lat, "lat"),
-        lon=_coordinate(message.lon, "lon"),
-        ts=_epoch(message.raised_at, "raised_at"),
+        lat=message.lat,
+        lon=message.lon,
+        ts=message.raised_at.timestamp(),
         message=message.message,
         acknowledged_by=message.acknowledged_by,
-        acknowledged_at=None
-        if acknowledged_at is None
-        else _epoch(acknowledged_at, "acknowledged_at"),
+        acknowledged_at=None if acknowledged_at is None else acknowledged_at.timestamp(),
         event_id=message.event_id,
     )
