@@ -125,6 +125,17 @@ class OrderDirectory:
         """The orders a courier carries now."""
         return await self._fetch(lambda conn: store.active_orders_of_courier(conn, courier_id))
 
+    async def load_channel(self, kind: str, entity_id: str | None, *, refresh: bool) -> None:
+        """Cache the orders a channel's relations depend on (nothing for `fleet`)."""
+        if entity_id is None:
+            return
+        if kind == "order":
+            await self.load(entity_id, refresh=refresh)
+        elif kind == "restaurant":
+            await self.load_restaurant(entity_id)
+        elif kind == "courier":
+            await self.load_courier(entity_id)
+
     def restaurant_open(self, restaurant_id: str) -> list[Order]:
         return [
             o for o in self._orders.values() if o.restaurant_id == restaurant_id and not o.finished

@@ -20,9 +20,9 @@ from bridge.client import (
     Client,
     ClientLimits,
 )
-from bridge.hub import Forbidden, Hub
+from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
-from bridge.policy import BadChannel
+from bridge.policy import BadChannel, Forbidden
 from protocol.frames import (
     AuthOkFrame,
     ErrorFrame,

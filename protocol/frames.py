@@ -28,6 +28,7 @@ __all__ = [
     "AuthOkFrame",
     "EmergencyFrame",
     "ErrorFrame",
+    "EventFrame",
     "Frame",
     "Location",
     "LocationFrame",
@@ -217,6 +218,10 @@ class PresenceFrame(Frame, frozen=True, tag="presence"):
     id: str
     state: PresenceState
     ts: float | None
+
+
+#: The frames relayed as they happen, never dropped (unlike positions).
+EventFrame = StatusFrame | AssignmentFrame | EmergencyFrame | PresenceFrame
 
 
 # --- the session --------------------------------------------------------------------------
