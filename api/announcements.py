@@ -31,14 +31,14 @@ async def announce_order_event(
     order: OrderRow,
     *,
     event: Literal["status", "assignment", "eta"],
-    previous_status: str | None,
+    previous_status: Status | None,
     ts: datetime,
     actor: str,
     note: str = "",
     previous_courier_id: str | None = None,
 ) -> None:
     message = order_status_message(
-        order.as_dict(),
+        order,
         event=event,
         previous_status=previous_status,
         ts=ts,

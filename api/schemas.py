@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.statuses import OrderStatus
+from protocol.topics import ID_PATTERN
 
+# The alphabet of topic levels (protocol.topics): every id the API accepts may be published.
 EntityId = Annotated[
-    str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["c-42"])
+    str, Field(min_length=1, max_length=64, pattern=f"^{ID_PATTERN.pattern}$", examples=["c-42"])
 ]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from auth import Verifier, build_verifier
 from bridge.client import ClientLimits
 from bridge.hub import Hub
-from bridge.metrics import BridgeMetrics
+from bridge.metrics import BridgeMetrics, probe_loop_lag
 from bridge.mqtt import MqttRelay
 from bridge.orders import OrderDirectory
 from bridge.session import Session, SessionLimits
@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, verifier: Verifier | None = None) -> Starl
                         name="fleet-batcher",
                     ),
                     group.create_task(hub.run_catch_up(), name="position-catch-up"),
-                    group.create_task(hub.run_loop_lag_probe(), name="loop-lag-probe"),
+                    group.create_task(probe_loop_lag(hub.metrics), name="loop-lag-probe"),
                     group.create_task(
                         hub.run_presence_timeouts(presence_check_interval(settings)),
                         name="presence-timeouts",

@@ -13,12 +13,11 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from auth import Principal
-from bridge.events import encode, now
 from bridge.metrics import BridgeMetrics
 from bridge.subscriptions import Key
+from protocol.frames import Frame, Location, LocationsFrame, encode_frame
 
 # A frame waiting to go out, with the monotonic time its MQTT message arrived (0: none).
 Queued = tuple[str, float]
@@ -32,7 +31,7 @@ CLOSE_SLOW_CONSUMER = 4408
 class FleetBatch:
     """One `locations` frame shared by every firehose subscriber."""
 
-    items: dict[str, dict[str, Any]]
+    items: dict[str, Location]
     frame: str
     received: float
 
@@ -87,9 +86,8 @@ class Client:
         if self._abort is not None:
             self._abort()
 
-    def push_control(self, frame: dict[str, Any]) -> None:
-        frame.setdefault("sent", now())
-        self._control.append(encode(frame))
+    def push_control(self, frame: Frame) -> None:
+        self._control.append(encode_frame(frame))
         self._wake.set()
 
     def suspend(self) -> None:
@@ -140,12 +138,12 @@ class Client:
         fleet = self._fleet
         fleet.append(batch)
         if len(fleet) > self.limits.fleet_backlog:
-            merged: dict[str, dict[str, Any]] = {}
+            merged: dict[str, Location] = {}
             for pending in fleet:
                 merged.update(pending.items)
             replaced = sum(len(pending.items) for pending in fleet) - len(merged)
             self.metrics.coalesced.inc(replaced)
-            frame = encode({"type": "locations", "items": list(merged.values()), "sent": now()})
+            frame = encode_frame(LocationsFrame(items=list(merged.values())))
             self._fleet = [FleetBatch(merged, frame, fleet[0].received)]
         self._wake.set()
 

@@ -15,49 +15,35 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import Any
 
 import psycopg
 from psycopg_pool import PoolTimeout
 
 from bridge.announcements import Announcements
 from bridge.client import Client, FleetBatch
-from bridge.events import (
-    AlertEvent,
-    Fix,
-    InvalidPayload,
-    StatusEvent,
-    encode,
-    now,
-    parse_alert,
-    parse_assignment,
-    parse_status,
-    position,
-    presence_frame,
-)
 from bridge.metrics import BridgeMetrics
 from bridge.orders import Change, Order, OrderDirectory
 from bridge.policy import (
     ChannelKind,
+    Forbidden,
     may_subscribe,
     owns,
     parse_channel,
     sees_status_on_courier_channel,
+    snapshot_orders,
     wanted_keys,
 )
 from bridge.presence import PresenceTracker
 from bridge.snapshots import Snapshots
 from bridge.subscriptions import Key, SubscriptionManager
 from bridge.topics import Topics
+from protocol import frames
+from protocol import server_topics as server
 from protocol.decoding import MessageDecoder
 from protocol.payloads import PresenceEvent
 from protocol.topics import TopicError, TopicKind
 
 log = logging.getLogger("bridge.hub")
-
-
-class Forbidden(Exception):
-    """The principal may not see this channel (or it does not exist: never say which)."""
 
 
 class Hub:
@@ -88,13 +74,13 @@ class Hub:
         # Clients per channel, and clients per courier whose positions they receive.
         self.watchers: dict[str, set[Client]] = defaultdict(set)
         self.followers: dict[str, set[Client]] = defaultdict(set)
-        self.last_fix: dict[str, Fix] = {}
+        self.last_fix: dict[str, frames.Location] = {}
         self.presence = PresenceTracker(
             timeout_s=presence_timeout_s,
             has_active_order=lambda courier_id: bool(orders.courier_active(courier_id)),
         )
         self._catch_up: asyncio.Queue[tuple[Client, str]] = asyncio.Queue()
-        self._pending_fleet: dict[str, dict[str, Any]] = {}
+        self._pending_fleet: dict[str, frames.Location] = {}
         self._pending_fleet_received = 0.0
 
     # --- connections ------------------------------------------------------------------------
@@ -133,11 +119,11 @@ class Hub:
         kind, entity_id = parse_channel(channel)
         await self.authorize(client, kind, entity_id)
         if channel in client.channels:
-            client.push_control({"type": "subscribed", "channel": channel})
+            client.push_control(frames.SubscribedFrame(channel=channel))
             return
         client.hold += 1
         try:
-            await self._load_relations(kind, entity_id, refresh=False)
+            await self.orders.load_channel(kind, entity_id, refresh=False)
             client.channels.add(channel)
             self.watchers[channel].add(client)
             if kind == "fleet":
@@ -145,12 +131,12 @@ class Hub:
             self._recompute(client)
             await self.subscriptions.wait_active(client.keys, within_s=self._subscribe_timeout_s)
             # Anything that changed before the subscription was active is in the database.
-            await self._load_relations(kind, entity_id, refresh=True)
+            await self.orders.load_channel(kind, entity_id, refresh=True)
             self._recompute_all_related(kind, entity_id)
             await self.subscriptions.wait_active(client.keys, within_s=self._subscribe_timeout_s)
-            snapshot = await self._snapshot(kind, entity_id)
-            client.push_control({"type": "subscribed", "channel": channel})
-            client.push_control({"type": "snapshot", "channel": channel, **snapshot})
+            snapshot = await self._snapshot(channel, kind, entity_id)
+            client.push_control(frames.SubscribedFrame(channel=channel))
+            client.push_control(snapshot)
         finally:
             client.hold -= 1
             client.wake()
@@ -161,11 +147,10 @@ class Hub:
         try:
             channels = [(channel, *parse_channel(channel)) for channel in sorted(client.channels)]
             for _, kind, entity_id in channels:
-                await self._load_relations(kind, entity_id, refresh=True)
+                await self.orders.load_channel(kind, entity_id, refresh=True)
             self._recompute(client)
             for channel, kind, entity_id in channels:
-                snapshot = await self._snapshot(kind, entity_id)
-                client.push_control({"type": "snapshot", "channel": channel, **snapshot})
+                client.push_control(await self._snapshot(channel, kind, entity_id))
         finally:
             client.hold -= 1
             client.wake()
@@ -180,43 +165,32 @@ class Hub:
             if channel == "fleet":
                 self.fleet.discard(client)
             self._recompute(client)
-        client.push_control({"type": "unsubscribed", "channel": channel})
+        client.push_control(frames.UnsubscribedFrame(channel=channel))
 
-    async def _load_relations(self, kind: str, entity_id: str | None, *, refresh: bool) -> None:
-        if entity_id is None:
-            return
-        if kind == "order":
-            await self.orders.load(entity_id, refresh=refresh)
-        elif kind == "restaurant":
-            await self.orders.load_restaurant(entity_id)
-        elif kind == "courier":
-            await self.orders.load_courier(entity_id)
-
-    async def _snapshot(self, kind: str, entity_id: str | None) -> dict[str, Any]:
+    async def _snapshot(
+        self, channel: str, kind: ChannelKind, entity_id: str | None
+    ) -> frames.SnapshotFrame:
         if kind == "fleet":
-            return {
-                **await self.snapshots.fleet(self.last_fix),
-                "presence": await self._presence_snapshot(None),
-            }
-        orders: list[Order] = []
-        couriers: set[str] = set()
-        if kind == "order" and entity_id is not None:
-            order = self.orders.get(entity_id)
-            orders = [order] if order is not None else []
-        elif kind == "restaurant" and entity_id is not None:
-            orders = self.orders.restaurant_open(entity_id)
-        elif kind == "courier" and entity_id is not None:
-            orders = self.orders.courier_active(entity_id)
-            couriers.add(entity_id)
+            return frames.SnapshotFrame(
+                channel=channel,
+                orders=await self.snapshots.open_orders(),
+                locations=await self.snapshots.fleet_positions(self.last_fix),
+                presence=await self._presence_snapshot(None),
+            )
+        orders = snapshot_orders(kind, entity_id, self.orders)
+        couriers: set[str] = {entity_id} if kind == "courier" and entity_id is not None else set()
         couriers.update(o.courier_id for o in orders if o.active and o.courier_id)
         presence = await self._presence_snapshot([entity_id]) if kind == "courier" else []
-        return {
-            "orders": [o.summary() for o in orders],
-            "locations": await self.snapshots.positions(couriers, self.last_fix),
-            "presence": presence,
-        }
+        return frames.SnapshotFrame(
+            channel=channel,
+            orders=[o.summary() for o in orders],
+            locations=await self.snapshots.positions(couriers, self.last_fix),
+            presence=presence,
+        )
 
-    async def _presence_snapshot(self, couriers: list[str | None] | None) -> list[dict[str, Any]]:
+    async def _presence_snapshot(
+        self, couriers: list[str | None] | None
+    ) -> list[frames.PresenceFrame]:
         """Presence by the one definition (store.presence), from what the database and this
         bridge know; announces what learning from the database changed."""
         ids = None if couriers is None else [c for c in couriers if c is not None]
@@ -274,17 +248,12 @@ class Hub:
         self._recompute_clients(affected)
 
     def retained_orders(self) -> set[str]:
-        """Orders some client's channel depends on; the rest may leave the cache."""
-        keep: set[str] = set()
-        for channel in self.watchers:
-            kind, _, entity_id = channel.partition(":")
-            if kind == "order":
-                keep.add(entity_id)
-            elif kind == "restaurant":
-                keep.update(o.id for o in self.orders.restaurant_open(entity_id))
-            elif kind == "courier":
-                keep.update(o.id for o in self.orders.courier_active(entity_id))
-        return keep
+        """Orders some client's channel shows; the rest may leave the cache."""
+        return {
+            order.id
+            for channel in self.watchers
+            for order in snapshot_orders(*parse_channel(channel), self.orders)
+        }
 
     # --- relaying ---------------------------------------------------------------------------
     async def on_message(self, topic: str, payload: bytes, received: float) -> None:
@@ -299,12 +268,14 @@ class Hub:
             if parsed.from_device:
                 self._relay_device(topic, payload, received)
             elif kind is TopicKind.ORDER_STATUS:
-                await self._relay_status(parse_status(parsed.entity_id, payload), received)
+                await self._relay_status(server.decode_status(parsed.entity_id, payload), received)
             elif kind is TopicKind.ASSIGNMENTS:
-                await self._relay_assignment(parsed.entity_id, payload, received)
+                message = server.decode_assignment(parsed.entity_id, payload)
+                await self._relay_assignment(message, received)
             elif kind is TopicKind.ALERTS:
-                self._relay_alert(parse_alert(parsed.entity_id, payload), received)
-        except InvalidPayload as exc:
+                alert = server.decode_alert(parsed.entity_id, payload)
+                self._relay_alert(frames.emergency_frame(alert), alert.event_id, received)
+        except server.InvalidServerMessage as exc:
             self.metrics.mqtt_invalid.labels(exc.reason).inc()
             log.debug("not relayed: %s on %s", exc, topic)
         except Exception:
@@ -319,7 +290,7 @@ class Hub:
             self.metrics.mqtt_invalid.labels(rejection.code).inc()
         if decoded.fixes:
             newest = max(decoded.fixes, key=lambda fix: fix.fix_time)
-            self._relay_fix(position(newest), received)
+            self._relay_fix(frames.location(newest), received)
         for event in decoded.events:
             if isinstance(event, PresenceEvent):
                 self._relay_presence(event, received)
@@ -327,7 +298,7 @@ class Hub:
             # status topic), an emergency once the API stored it as an alert (alerts topic);
             # geofence transitions are not part of the browser protocol.
 
-    def _relay_fix(self, fix: Fix, received: float) -> None:
+    def _relay_fix(self, fix: frames.Location, received: float) -> None:
         key = fix.key
         last = self.last_fix.get(key)
         if last is not None and fix.ts <= last.ts:
@@ -337,17 +308,16 @@ class Hub:
         self.last_fix[key] = fix
         if fix.kind == "courier" and (back := self.presence.on_fix(fix.id, fix.ts)):
             self._announce_presence(back, received)
-        item = fix.item()
         if self.fleet:
             if not self._pending_fleet:
                 self._pending_fleet_received = received
             elif key in self._pending_fleet:
                 self.metrics.coalesced.inc()
-            self._pending_fleet[key] = item
+            self._pending_fleet[key] = fix
         if fix.kind == "courier":
             followers = self.followers.get(fix.id)
             if followers:
-                frame = encode({"type": "location", **item, "sent": now()})
+                frame = frames.encode_frame(frames.location_frame(fix))
                 for client in followers:
                     client.push_position(key, frame, received)
 
@@ -359,30 +329,27 @@ class Hub:
         self._pending_fleet = {}
         if not self.fleet:
             return
-        frame = encode({"type": "locations", "items": list(items.values()), "sent": now()})
+        frame = frames.encode_frame(frames.LocationsFrame(items=list(items.values())))
         batch = FleetBatch(items, frame, self._pending_fleet_received)
         for client in self.fleet:
             client.push_fleet(batch)
 
-    def _push(self, clients: Iterable[Client], frame: dict[str, Any], received: float) -> None:
-        frame["sent"] = now()
-        text = encode(frame)
+    def _push(self, clients: Iterable[Client], frame: frames.EventFrame, received: float) -> None:
+        text = frames.encode_frame(frame)  # once, whatever the number of sockets
         for client in clients:
             client.push_event(text, received)
 
     def _relay_presence(self, event: PresenceEvent, received: float) -> None:
         # By arrival: the newest message wins whatever its ts (a will is older than the
         # `online` it follows); a repeat of the current one is no news.
-        frame = presence_frame(event)
-        announced = self.presence.on_presence(frame["id"], frame["state"], frame["ts"])
+        announced = self.presence.on_presence(event.courier_id, event.state, event.time.timestamp())
         if announced is not None:
             self._announce_presence(announced, received)
 
-    def _announce_presence(self, frame: dict[str, Any], received: float) -> None:
-        courier_id = frame["id"]
-        recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
+    def _announce_presence(self, frame: frames.PresenceFrame, received: float) -> None:
+        recipients = self.fleet | self.watchers.get(f"courier:{frame.id}", set())
         if recipients:
-            self._push(recipients, dict(frame), received)
+            self._push(recipients, frame, received)
 
     def _repeated(self, kind: str, event_id: int | None) -> bool:
         if self.announcements.repeated(event_id):
@@ -390,16 +357,18 @@ class Hub:
             return True
         return False
 
-    def _relay_alert(self, alert: AlertEvent, received: float) -> None:
+    def _relay_alert(
+        self, alert: frames.EmergencyFrame, event_id: int | None, received: float
+    ) -> None:
         announcements = self.announcements
-        if self._repeated("alert", alert.event_id):
+        if self._repeated("alert", event_id):
             return
         if announcements.alert_repeated(alert.alert_id, alert.state):
             self.metrics.announcements_skipped.labels("alert", "repeat").inc()
         elif self.admins:
             # Every admin socket, subscribed to anything or not.
-            self._push(self.admins, alert.frame(), received)
-        announcements.relayed(alert.event_id)
+            self._push(self.admins, alert, received)
+        announcements.relayed(event_id)
         announcements.alert_relayed(alert.alert_id, alert.state)
 
     async def _reload(self, order_id: str) -> Change:
@@ -410,43 +379,45 @@ class Hub:
             log.warning("order %s not reloaded (%s); relaying from the cache", order_id, exc)
             return None, self.orders.get(order_id)
 
-    async def _relay_assignment(self, courier_id: str, payload: bytes, received: float) -> None:
-        event = parse_assignment(courier_id, payload)
-        if self._repeated("assignment", event.event_id):
+    async def _relay_assignment(self, message: server.AssignmentMessage, received: float) -> None:
+        if self._repeated("assignment", message.event_id):
             return
-        known = self.orders.get(event.order_id)
+        event = frames.assignment_frame(message)
+        courier_channel = f"courier:{event.courier_id}"
+        known = self.orders.get(event.order)
         if known is None:
             # A new order for a watched courier: learn it, so its status reaches them.
-            reload = bool(self.watchers.get(f"courier:{courier_id}"))
+            reload = bool(self.watchers.get(courier_channel))
         else:
             # The change's status announcement carries the full state, but may go to a
             # filter this bridge does not hold: the database has it at this version.
             reload = event.version is None or event.version > known.version
         if reload:
-            self._order_changed(*await self._reload(event.order_id))
-        recipients = self.fleet | self.watchers.get(f"courier:{courier_id}", set())
+            self._order_changed(*await self._reload(event.order))
+        recipients = self.fleet | self.watchers.get(courier_channel, set())
         if recipients:
-            self._push(recipients, event.frame(), received)
-        self.announcements.relayed(event.event_id)
+            self._push(recipients, event, received)
+        self.announcements.relayed(message.event_id)
 
-    def _stale(self, event: StatusEvent) -> bool:
+    def _stale(self, event: frames.StatusFrame) -> bool:
         """Older than the order's version the bridge knows: superseded, never relayed."""
         if event.version is None:
             return False
-        cached = self.orders.get(event.order_id)
+        cached = self.orders.get(event.order)
         known = max(
             cached.version if cached is not None else 0,
-            self.announcements.status_version(event.order_id) or 0,
+            self.announcements.status_version(event.order) or 0,
         )
         return event.version < known
 
-    async def _relay_status(self, event: StatusEvent, received: float) -> None:
-        order_id = event.order_id
-        if self._repeated("status", event.event_id):
+    async def _relay_status(self, message: server.OrderStatusMessage, received: float) -> None:
+        order_id = message.order_id
+        if self._repeated("status", message.event_id):
             return
+        event = frames.status_frame(message)
         if self._stale(event):
             self.metrics.announcements_skipped.labels("status", "stale").inc()
-            self.announcements.relayed(event.event_id)
+            self.announcements.relayed(message.event_id)
             return
         change: Change | None = self.orders.apply_status(event)
         if change is None:
@@ -454,7 +425,7 @@ class Hub:
             if cached is not None and event.version is None:
                 # No version to order it by: the database's row has one.
                 change = await self._reload(order_id)
-            elif cached is None and self.watchers.get(f"restaurant:{event.restaurant_id}"):
+            elif cached is None and self.watchers.get(f"restaurant:{message.restaurant_id}"):
                 # A new order of a watched restaurant.
                 change = await self._reload(order_id)
         if change is not None:
@@ -468,7 +439,7 @@ class Hub:
             # A courier's order:<id> ends with a reassignment to someone else.
             order_watchers = {c for c in order_watchers if owns(c.principal, order)}
         recipients.update(order_watchers)
-        recipients.update(self.watchers.get(f"restaurant:{event.restaurant_id}", ()))
+        recipients.update(self.watchers.get(f"restaurant:{message.restaurant_id}", ()))
         courier_id = order.courier_id if order is not None else event.courier_id
         if courier_id is not None:
             recipients.update(
@@ -477,8 +448,8 @@ class Hub:
                 if sees_status_on_courier_channel(c.principal, courier_id)
             )
         if recipients:
-            self._push(recipients, event.frame(), received)
-        self.announcements.relayed(event.event_id)
+            self._push(recipients, event, received)
+        self.announcements.relayed(message.event_id)
         self.announcements.status_relayed(order_id, event.version)
 
     # --- background duties ------------------------------------------------------------------
@@ -502,8 +473,8 @@ class Hub:
                 continue
             for item in items:
                 if client in self.followers.get(courier_id, ()):
-                    frame = encode({"type": "location", **item, "sent": now()})
-                    client.push_position(f"courier:{courier_id}", frame, 0.0)
+                    frame = frames.encode_frame(frames.location_frame(item))
+                    client.push_position(item.key, frame, 0.0)
 
     async def run_presence_timeouts(self, interval_s: float) -> None:
         """Announce `offline` for the couriers silent for the presence timeout."""
@@ -511,14 +482,6 @@ class Hub:
             await asyncio.sleep(interval_s)
             for frame in self.presence.expire():
                 self._announce_presence(frame, 0.0)
-
-    async def run_loop_lag_probe(self, interval_s: float = 0.1) -> None:
-        while True:
-            started = time.monotonic()
-            await asyncio.sleep(interval_s)
-            lag = time.monotonic() - started - interval_s
-            self.metrics.loop_lag.observe(lag)
-            self.metrics.loop_lag_peak = max(self.metrics.loop_lag_peak, lag)
 
     async def run_cache_sweeper(self, interval_s: float) -> None:
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from typing import Any
@@ -107,3 +108,13 @@ class BridgeMetrics:
                 per_generation[info["generation"]].inc(time.perf_counter() - started[0])
 
         gc.callbacks.append(callback)
+
+
+async def probe_loop_lag(metrics: BridgeMetrics, interval_s: float = 0.1) -> None:
+    """Measure how late the event loop wakes a sleeper, until cancelled."""
+    while True:
+        started = time.monotonic()
+        await asyncio.sleep(interval_s)
+        lag = time.monotonic() - started - interval_s
+        metrics.loop_lag.observe(lag)
+        metrics.loop_lag_peak = max(metrics.loop_lag_peak, lag)

@@ -10,9 +10,10 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.events import StatusEvent
+from protocol.frames import OrderSummary, StatusFrame
 from protocol.statuses import ACTIVE as ACTIVE_STATUSES
 from protocol.statuses import TERMINAL as FINISHED_STATUSES
+from protocol.statuses import Status
 from store import orders as store
 from store.orders import OrderRow
 
@@ -23,7 +24,7 @@ class Order:
     restaurant_id: str
     customer_uid: str
     courier_id: str | None
-    status: str
+    status: Status
     eta: str | None
     # Epoch seconds of the newest change applied (shown to browsers; never used to order).
     ts: float
@@ -41,24 +42,18 @@ class Order:
     def copy(self) -> Order:
         return Order(**{name: getattr(self, name) for name in Order.__slots__})
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "order": self.id,
-            "status": self.status,
-            "courier_id": self.courier_id,
-            "eta": self.eta,
-            "ts": self.ts,
-            "version": self.version,
-        }
+    def summary(self) -> OrderSummary:
+        """The order as a snapshot shows it."""
+        return OrderSummary(self.id, self.status, self.courier_id, self.eta, self.ts, self.version)
 
 
-def _order(row: OrderRow) -> Order:
+def order_from_row(row: OrderRow) -> Order:
     return Order(
         id=row.id,
         restaurant_id=row.restaurant_id,
         customer_uid=row.customer_uid,
         courier_id=row.courier_id,
-        status=str(row.status),
+        status=row.status,
         eta=None if row.eta is None else row.eta.isoformat(),
         ts=row.updated_at.timestamp(),
         version=row.version,
@@ -103,7 +98,7 @@ class OrderDirectory:
     ) -> list[Order]:
         async with self._pool.connection() as conn:
             rows = await query(conn)
-        return [self.remember(_order(row)) for row in rows]
+        return [self.remember(order_from_row(row)) for row in rows]
 
     async def load(self, order_id: str, *, refresh: bool = False) -> Order | None:
         if not refresh and (known := self._orders.get(order_id)) is not None:
@@ -130,6 +125,17 @@ class OrderDirectory:
         """The orders a courier carries now."""
         return await self._fetch(lambda conn: store.active_orders_of_courier(conn, courier_id))
 
+    async def load_channel(self, kind: str, entity_id: str | None, *, refresh: bool) -> None:
+        """Cache the orders a channel's relations depend on (nothing for `fleet`)."""
+        if entity_id is None:
+            return
+        if kind == "order":
+            await self.load(entity_id, refresh=refresh)
+        elif kind == "restaurant":
+            await self.load_restaurant(entity_id)
+        elif kind == "courier":
+            await self.load_courier(entity_id)
+
     def restaurant_open(self, restaurant_id: str) -> list[Order]:
         return [
             o for o in self._orders.values() if o.restaurant_id == restaurant_id and not o.finished
@@ -138,12 +144,12 @@ class OrderDirectory:
     def courier_active(self, courier_id: str) -> list[Order]:
         return [o for o in self._orders.values() if o.courier_id == courier_id and o.active]
 
-    def apply_status(self, event: StatusEvent) -> Change | None:
+    def apply_status(self, event: StatusFrame) -> Change | None:
         """Apply an announced state to the cached order: (before, after), or None if the
         order is not cached, is finished already, or the announcement is not newer by
         version (an announcement without a version is never newer: reload the order).
         Delivered and cancelled apply whatever their version: no order leaves them."""
-        known = self._orders.get(event.order_id)
+        known = self._orders.get(event.order)
         if known is None or known.finished:
             return None
         newer = event.version is not None and event.version > known.version

@@ -19,7 +19,8 @@ from typing import Literal, Protocol
 from auth import Principal
 from bridge.orders import Order
 from bridge.subscriptions import Key
-from bridge.topics import FAMILIES, ID_PATTERN
+from bridge.topics import FAMILIES
+from protocol.topics import valid_id
 
 ChannelKind = Literal["fleet", "courier", "order", "restaurant"]
 FLEET_KEYS: frozenset[Key] = frozenset((family, None) for family in FAMILIES)
@@ -27,6 +28,10 @@ FLEET_KEYS: frozenset[Key] = frozenset((family, None) for family in FAMILIES)
 
 class BadChannel(ValueError):
     """Not a channel name of the protocol."""
+
+
+class Forbidden(Exception):
+    """The principal may not see this channel (or it does not exist: never say which)."""
 
 
 class OrderView(Protocol):
@@ -44,7 +49,7 @@ def parse_channel(channel: object) -> tuple[ChannelKind, str | None]:
         return "fleet", None
     if isinstance(channel, str) and ":" in channel:
         kind, _, entity_id = channel.partition(":")
-        if ID_PATTERN.match(entity_id):
+        if valid_id(entity_id):
             if kind == "courier":
                 return "courier", entity_id
             if kind == "order":
@@ -135,3 +140,18 @@ def sees_status_on_courier_channel(principal: Principal | None, courier_id: str)
     return principal is not None and (
         principal.role == "admin" or principal.courier_id == courier_id
     )
+
+
+def snapshot_orders(kind: ChannelKind, entity_id: str | None, orders: OrderView) -> list[Order]:
+    """The orders a channel's snapshot shows: the order, the restaurant's unfinished ones,
+    the courier's active ones (the fleet's come from the database)."""
+    if entity_id is None:
+        return []
+    if kind == "order":
+        order = orders.get(entity_id)
+        return [order] if order is not None else []
+    if kind == "restaurant":
+        return orders.restaurant_open(entity_id)
+    if kind == "courier":
+        return orders.courier_active(entity_id)
+    return []

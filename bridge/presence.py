@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
+from protocol.frames import PresenceFrame
 from store.presence import Availability, CourierPresence, availability
 
 
@@ -48,8 +48,8 @@ class Heard:
         )
 
 
-def presence_item(courier_id: str, state: Availability, ts: float | None) -> dict[str, Any]:
-    return {"type": "presence", "id": courier_id, "state": state, "ts": ts}
+def presence_item(courier_id: str, state: Availability, ts: float | None) -> PresenceFrame:
+    return PresenceFrame(id=courier_id, state=state, ts=ts)
 
 
 class PresenceTracker:
@@ -67,7 +67,7 @@ class PresenceTracker:
 
     def on_presence(
         self, courier_id: str, state: str, ts: float, *, arrival: float | None = None
-    ) -> dict[str, Any] | None:
+    ) -> PresenceFrame | None:
         """A presence message arrived: the frame to relay, or None for a repeat of the
         current one (overlapping subscriptions, a retained copy on a new subscription)."""
         arrival = time.time() if arrival is None else arrival
@@ -80,7 +80,7 @@ class PresenceTracker:
 
     def on_fix(
         self, courier_id: str, fix_ts: float, *, arrival: float | None = None
-    ) -> dict[str, Any] | None:
+    ) -> PresenceFrame | None:
         """A courier's fix arrived: a frame if that brings them back from offline."""
         arrival = time.time() if arrival is None else arrival
         heard = self.couriers.setdefault(courier_id, Heard())
@@ -97,11 +97,11 @@ class PresenceTracker:
         heard.announced = state
         return presence_item(courier_id, state, fix_ts)
 
-    def expire(self, now: float | None = None) -> list[dict[str, Any]]:
+    def expire(self, now: float | None = None) -> list[PresenceFrame]:
         """`offline` frames for the couriers the timeout has just made offline."""
         now = time.time() if now is None else now
         deadline = now - self.timeout_s
-        frames: list[dict[str, Any]] = []
+        frames: list[PresenceFrame] = []
         for courier_id, heard in self.couriers.items():
             if heard.announced in (None, "offline"):
                 continue
@@ -118,12 +118,12 @@ class PresenceTracker:
 
     def learn(
         self, stored: Iterable[CourierPresence], now: float | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[PresenceFrame]:
         """Merge what the database knows (ingest saw what this bridge may have missed, and
         knows when a retained message first arrived). Returns the frames for couriers whose
         announced state this changes."""
         now = time.time() if now is None else now
-        frames: list[dict[str, Any]] = []
+        frames: list[PresenceFrame] = []
         for row in stored:
             heard = self.couriers.setdefault(row.courier_id, Heard())
             before = heard.announced
@@ -145,9 +145,7 @@ class PresenceTracker:
                 frames.append(self.item(row.courier_id, heard, heard.announced, now))
         return frames
 
-    def item(
-        self, courier_id: str, heard: Heard, state: Availability, now: float
-    ) -> dict[str, Any]:
+    def item(self, courier_id: str, heard: Heard, state: Availability, now: float) -> PresenceFrame:
         """A snapshot's entry: `ts` is the presence message's when the state is what it said,
         else when the bridge's reading of it took effect."""
         if state == heard.state or (state == "busy" and heard.state == "online"):
@@ -162,12 +160,12 @@ class PresenceTracker:
         courier_ids: Collection[str] | None,
         active: Mapping[str, bool],
         now: float | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[PresenceFrame]:
         """The state of each courier heard of (the given ones, or all), by the definition
         of store.presence; `active` says who has an active order (from the database)."""
         now = time.time() if now is None else now
         ids = self.couriers.keys() if courier_ids is None else courier_ids
-        items: list[dict[str, Any]] = []
+        items: list[PresenceFrame] = []
         for courier_id in ids:
             heard = self.couriers.get(courier_id)
             if heard is None or heard.last_heard is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import msgspec
+from msgspec import UNSET, UnsetType
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auth import AuthError, Principal, Verifier
@@ -19,9 +20,15 @@ from bridge.client import (
     Client,
     ClientLimits,
 )
-from bridge.hub import Forbidden, Hub
+from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
-from bridge.policy import BadChannel
+from bridge.policy import BadChannel, Forbidden
+from protocol.frames import (
+    AuthOkFrame,
+    ErrorFrame,
+    PongFrame,
+    ReauthRequiredFrame,
+)
 from protocol.json_limits import json_limit_violation
 
 log = logging.getLogger("bridge.session")
@@ -126,9 +133,13 @@ class Session:
         self.metrics.frames_in.labels(kind if kind in KNOWN_FRAME_TYPES else "unknown").inc()
         return frame
 
-    def error(self, code: str, message: str, **extra: object) -> None:
+    def error(
+        self, code: str, message: str, *, channel: Any = UNSET, reason: str | UnsetType = UNSET
+    ) -> None:
         self.metrics.refused.labels(code).inc()
-        self.client.push_control({"type": "error", "code": code, "message": message, **extra})
+        self.client.push_control(
+            ErrorFrame(code=code, message=message, channel=channel, reason=reason)
+        )
 
     # --- the connection --------------------------------------------------------------------
     async def run(self) -> None:
@@ -199,14 +210,13 @@ class Session:
 
     def _auth_ok(self, principal: Principal) -> None:
         self.client.push_control(
-            {
-                "type": "auth_ok",
-                "uid": principal.uid,
-                "role": principal.role,
-                "courier_id": principal.courier_id,
-                "restaurant_id": principal.restaurant_id,
-                "expires_at": principal.expires_at,
-            }
+            AuthOkFrame(
+                uid=principal.uid,
+                role=principal.role,
+                courier_id=principal.courier_id,
+                restaurant_id=principal.restaurant_id,
+                expires_at=principal.expires_at,
+            )
         )
 
     async def _serve(self) -> None:
@@ -247,7 +257,7 @@ class Session:
     async def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
         if kind == "ping":
-            self.client.push_control({"type": "pong", "id": frame.get("id")})
+            self.client.push_control(PongFrame(id=frame.get("id")))
         elif kind == "auth":
             await self._reauthenticate(frame)
         elif kind in ("subscribe", "unsubscribe"):
@@ -302,9 +312,7 @@ class Session:
             with anyio.move_on_after(max(remaining, 0)):
                 await self._refreshed.wait()
                 continue
-            self.client.push_control(
-                {"type": "reauth_required", "grace_s": self.limits.reauth_grace_s}
-            )
+            self.client.push_control(ReauthRequiredFrame(grace_s=self.limits.reauth_grace_s))
             self.client.suspend()
             with anyio.move_on_after(self.limits.reauth_grace_s):
                 await self._refreshed.wait()

@@ -7,7 +7,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.events import Fix
+from bridge.orders import order_from_row
+from protocol.frames import Location, OrderSummary, location
 from store.orders import open_orders
 from store.positions import read_last_positions
 from store.presence import CourierPresence, read_presence
@@ -18,7 +19,7 @@ class Snapshots:
         self._pool = pool
         self._fleet_limit = fleet_limit
 
-    async def _last_positions(self, couriers: Collection[str] | None) -> list[Fix]:
+    async def _last_positions(self, couriers: Collection[str] | None) -> list[Location]:
         """Stored newest fixes: of the given couriers, or of every source."""
         async with self._pool.connection() as conn:
             stored = await read_last_positions(
@@ -27,38 +28,19 @@ class Snapshots:
                 source_ids=couriers,
                 limit=self._fleet_limit,
             )
-        return [
-            Fix(
-                row.source_kind,
-                row.source_id,
-                row.lat,
-                row.lon,
-                row.fix_time.timestamp(),
-                row.speed,
-                row.heading,
-            )
-            for row in stored
-        ]
+        return [location(row) for row in stored]
 
-    async def _open_orders(self) -> list[dict[str, Any]]:
+    async def open_orders(self) -> list[OrderSummary]:
         """Every order not finished yet, for the admin's fleet snapshot."""
         async with self._pool.connection() as conn:
             rows = await open_orders(conn, limit=self._fleet_limit)
-        return [
-            {
-                "order": row.id,
-                "status": str(row.status),
-                "courier_id": row.courier_id,
-                "eta": None if row.eta is None else row.eta.isoformat(),
-                "ts": row.updated_at.timestamp(),
-                "version": row.version,
-            }
-            for row in rows
-        ]
+        return [order_from_row(row).summary() for row in rows]
 
     @staticmethod
-    def _newest(stored: list[Fix], relayed: Mapping[str, Fix], keys: Collection[str]) -> list[Fix]:
-        newest: dict[str, Fix] = {fix.key: fix for fix in stored}
+    def _newest(
+        stored: list[Location], relayed: Mapping[str, Location], keys: Collection[str]
+    ) -> list[Location]:
+        newest: dict[str, Location] = {fix.key: fix for fix in stored}
         for key in keys:
             fix = relayed.get(key)
             if fix is not None and (key not in newest or fix.ts > newest[key].ts):
@@ -66,26 +48,22 @@ class Snapshots:
         return list(newest.values())
 
     async def positions(
-        self, couriers: Collection[str], relayed: Mapping[str, Fix]
-    ) -> list[dict[str, Any]]:
+        self, couriers: Collection[str], relayed: Mapping[str, Location]
+    ) -> list[Location]:
         """The last known position of each courier: the newer of the stored one (ingest)
         and the last one this bridge relayed."""
         if not couriers:
             return []
         stored = await self._last_positions(couriers)
         keys = [f"courier:{c}" for c in couriers]
-        return [fix.item() for fix in self._newest(stored, relayed, keys)]
+        return self._newest(stored, relayed, keys)
 
     async def presence(self, couriers: Collection[str] | None) -> dict[str, CourierPresence]:
         """The stored presence (by arrival) of the given couriers, or of all."""
         async with self._pool.connection() as conn:
             return await read_presence(conn, couriers)
 
-    async def fleet(self, relayed: Mapping[str, Fix]) -> dict[str, Any]:
-        """Orders and locations; the hub adds `presence`."""
+    async def fleet_positions(self, relayed: Mapping[str, Location]) -> list[Location]:
+        """The last known position of every source, for the admin's fleet snapshot."""
         stored = await self._last_positions(None)
-        fixes = self._newest(stored, relayed, list(relayed))
-        return {
-            "orders": await self._open_orders(),
-            "locations": [fix.item() for fix in fixes],
-        }
+        return self._newest(stored, relayed, list(relayed))

@@ -6,10 +6,7 @@ status events, alerts) are published by the API from its outbox after a change c
 
 from __future__ import annotations
 
-import re
 from typing import Final, Literal
-
-ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 # Subscription families. One refcounted key is (family, id); id None is the family's wildcard,
 # which covers every specific filter of the family.

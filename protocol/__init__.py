@@ -2,7 +2,9 @@
 
 Topics: :func:`parse_topic` and one builder per topic. Payloads: msgspec wire models,
 :func:`encode_payload`, and :class:`MessageDecoder`, which turns a topic + payload into
-:class:`Fix` rows, ``*Event`` records and :class:`Rejection` reasons. No process imports.
+:class:`Fix` rows, ``*Event`` records and :class:`Rejection` reasons. The messages the API
+publishes are ``protocol.server_topics`` (structs, ``encode()``, ``decode_*``); the frames the
+bridge sends browsers are ``protocol.frames``. No process imports.
 """
 
 from protocol.decoding import MessageDecoder

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from pydantic import BaseModel
+
+from protocol.server_topics import AlertMessage, AssignmentMessage, OrderStatusMessage
 
 #: NOTIFY channel raised by every enqueue; the relay LISTENs on it.
 OUTBOX_CHANNEL = "outbox"
@@ -35,9 +36,16 @@ class Announcement:
     payload: bytes
 
 
-async def enqueue(conn: AsyncConnection[Any], *, topic: str, message: BaseModel, kind: str) -> None:
-    """Queue one announcement inside the caller's transaction."""
-    body = message.model_dump_json(exclude={"event_id"})
+async def enqueue(
+    conn: AsyncConnection[Any],
+    *,
+    topic: str,
+    message: OrderStatusMessage | AssignmentMessage | AlertMessage,
+    kind: str,
+) -> None:
+    """Queue one announcement inside the caller's transaction. Its `event_id` (null here)
+    becomes the row's id when the relay reads it (`_PENDING`)."""
+    body = message.encode().decode()
     await conn.execute(_ENQUEUE, (topic, body, kind))
     await conn.execute(_NOTIFY)  # folded by PostgreSQL into one per transaction
 

@@ -18,11 +18,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import psycopg
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from auth import LocalSigner
+from protocol.server_topics import AlertMessage, AssignmentMessage, OrderStatusMessage, Stop
 from protocol.statuses import TERMINAL, Status
 from stack.process import free_port
 from store import orders as store
@@ -220,8 +222,20 @@ def publishing_account(topic: str) -> Literal["api", "loadgen"]:
     return "api" if server else "loadgen"
 
 
+ServerMessage = OrderStatusMessage | AssignmentMessage | AlertMessage
+
+
+def payload_bytes(payload: Any) -> bytes:
+    """A server message as the API publishes it, raw bytes as they are, else JSON."""
+    if isinstance(payload, OrderStatusMessage | AssignmentMessage | AlertMessage):
+        return payload.encode()
+    if isinstance(payload, bytes):
+        return payload
+    return payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+
+
 def mqtt_publish(services: Services, topic: str, payload: Any, *, qos: int = 1) -> None:
-    body = payload if isinstance(payload, str | bytes) else json.dumps(payload)
+    body = payload_bytes(payload)
     subprocess.run(
         [
             "mosquitto_pub",
@@ -231,7 +245,7 @@ def mqtt_publish(services: Services, topic: str, payload: Any, *, qos: int = 1) 
             "-t",
             topic,
             "-m",
-            body if isinstance(body, str) else body.decode(),
+            body.decode(),
         ],
         check=True,
         timeout=10,
@@ -348,28 +362,33 @@ def status_message(
     customer_uid: str,
     version: int,
     ts: datetime | None = None,
-    event: str = "status",
+    event: Literal["status", "assignment", "eta"] = "status",
     previous_courier_id: str | None = None,
-    eta: str | None = None,
+    eta: datetime | None = None,
     event_id: int | None = None,
-) -> dict[str, Any]:
+) -> OrderStatusMessage:
     """An order status announcement as the API's outbox relay publishes it."""
-    return {
-        "event_id": next_event_id() if event_id is None else event_id,
-        "type": "status",
-        "event": event,
-        "order_id": order_id,
-        "status": status,
-        "previous_status": None,
-        "courier_id": courier_id,
-        "previous_courier_id": previous_courier_id,
-        "restaurant_id": restaurant_id,
-        "customer_uid": customer_uid,
-        "eta": eta,
-        "ts": (ts or datetime.now(UTC)).isoformat(),
-        "actor": "test",
-        "version": version,
-    }
+    return OrderStatusMessage(
+        event_id=next_event_id() if event_id is None else event_id,
+        event=event,
+        order_id=order_id,
+        status=Status(status),
+        previous_status=None,
+        courier_id=courier_id,
+        previous_courier_id=previous_courier_id,
+        restaurant_id=restaurant_id,
+        customer_uid=customer_uid,
+        eta=eta,
+        ts=ts or datetime.now(UTC),
+        actor="test",
+        version=version,
+    )
+
+
+def message_fields(message: ServerMessage) -> dict[str, Any]:
+    """A message's JSON object, for a test to break it."""
+    fields: dict[str, Any] = msgspec.json.decode(message.encode())
+    return fields
 
 
 async def store_change(
@@ -407,7 +426,7 @@ async def set_order_status(
     restaurant_id: str,
     customer_uid: str,
     previous_courier_id: str | None = None,
-    eta: str | None = None,
+    eta: datetime | None = None,
     ts: datetime | None = None,
 ) -> int:
     """Commit a change as the API does (bumping the order's version), then publish its
@@ -441,21 +460,21 @@ def assignment_message(
     courier_id: str,
     order_id: str,
     version: int,
-    kind: str = "assignment",
+    kind: Literal["assignment", "unassignment"] = "assignment",
     event_id: int | None = None,
-) -> dict[str, Any]:
-    return {
-        "event_id": next_event_id() if event_id is None else event_id,
-        "type": kind,
-        "order_id": order_id,
-        "courier_id": courier_id,
-        "restaurant_id": "r",
-        "pickup": {"lat": 52.5, "lon": 13.4},
-        "dropoff": {"lat": 52.51, "lon": 13.41},
-        "promised_at": datetime.now(UTC).isoformat(),
-        "ts": datetime.now(UTC).isoformat(),
-        "version": version,
-    }
+) -> AssignmentMessage:
+    return AssignmentMessage(
+        event_id=next_event_id() if event_id is None else event_id,
+        type=kind,
+        order_id=order_id,
+        courier_id=courier_id,
+        restaurant_id="r",
+        pickup=Stop(lat=52.5, lon=13.4),
+        dropoff=Stop(lat=52.51, lon=13.41),
+        promised_at=datetime.now(UTC),
+        ts=datetime.now(UTC),
+        version=version,
+    )
 
 
 async def publish_assignment(
@@ -464,7 +483,7 @@ async def publish_assignment(
     courier_id: str,
     order_id: str,
     version: int,
-    kind: str = "assignment",
+    kind: Literal["assignment", "unassignment"] = "assignment",
 ) -> None:
     await apublish(
         services,
@@ -478,25 +497,25 @@ def alert_message(
     alert_id: int,
     courier_id: str,
     message: str,
-    kind: str = "alert_raised",
+    kind: Literal["alert_raised", "alert_acknowledged"] = "alert_raised",
     lat: float | None = 52.5,
     lon: float | None = 13.4,
     event_id: int | None = None,
-) -> dict[str, Any]:
+) -> AlertMessage:
     """An alert announcement as the API's outbox relay publishes it."""
     acknowledged = kind == "alert_acknowledged"
-    return {
-        "event_id": next_event_id() if event_id is None else event_id,
-        "type": kind,
-        "alert_id": alert_id,
-        "courier_id": courier_id,
-        "raised_at": datetime.now(UTC).isoformat(),
-        "lat": lat,
-        "lon": lon,
-        "message": message,
-        "acknowledged_by": "ops" if acknowledged else None,
-        "acknowledged_at": datetime.now(UTC).isoformat() if acknowledged else None,
-    }
+    return AlertMessage(
+        event_id=next_event_id() if event_id is None else event_id,
+        type=kind,
+        alert_id=alert_id,
+        courier_id=courier_id,
+        raised_at=datetime.now(UTC),
+        lat=lat,
+        lon=lon,
+        message=message,
+        acknowledged_by="ops" if acknowledged else None,
+        acknowledged_at=datetime.now(UTC) if acknowledged else None,
+    )
 
 
 async def publish_alert(
@@ -505,7 +524,7 @@ async def publish_alert(
     alert_id: int,
     courier_id: str,
     message: str,
-    kind: str = "alert_raised",
+    kind: Literal["alert_raised", "alert_acknowledged"] = "alert_raised",
     event_id: int | None = None,
 ) -> None:
     await apublish(

@@ -22,6 +22,7 @@ from typing import Any
 import aiomqtt
 import psycopg
 import pytest
+from msgspec.structs import replace
 from psycopg_pool import AsyncConnectionPool
 
 from auth import Principal
@@ -34,6 +35,7 @@ from bridge.snapshots import Snapshots
 from bridge.subscriptions import SubscriptionManager
 from bridge.topics import Topics
 from broker.accounts import ServiceAccount
+from protocol.server_topics import OrderStatusMessage
 from store.orders import load_order
 from tests.bridge_support import (
     BridgeProcess,
@@ -43,7 +45,9 @@ from tests.bridge_support import (
     assignment_message,
     connected,
     fix,
+    message_fields,
     next_event_id,
+    payload_bytes,
     running_bridge,
     seed_order,
     status_message,
@@ -83,8 +87,7 @@ async def mqtt(services: Services, account: ServiceAccount) -> AsyncIterator[aio
 
 
 async def publish(client: aiomqtt.Client, topic: str, payload: Any) -> None:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    await client.publish(topic, body, qos=1)
+    await client.publish(topic, payload_bytes(payload), qos=1)
 
 
 def locations_of(frames: list[Frame], courier_id: str) -> list[Frame]:
@@ -112,7 +115,7 @@ class Scene:
     version: int
     sockets: tuple[WsClient, WsClient]
 
-    def status(self, status: str, version: int, **fields: Any) -> dict[str, Any]:
+    def status(self, status: str, version: int, **fields: Any) -> OrderStatusMessage:
         return status_message(
             order_id=self.order,
             status=status,
@@ -206,7 +209,7 @@ async def test_an_older_announcement_after_delivered_changes_nothing(
                 "out_for_delivery",
                 older,
                 event=late,
-                eta=(datetime.now(UTC) + timedelta(minutes=5)).isoformat(),
+                eta=datetime.now(UTC) + timedelta(minutes=5),
             ),
         )
         for n in range(5):
@@ -267,7 +270,7 @@ async def test_a_delivered_announcement_without_a_version_still_ends_positions(
         for socket in here.sockets:
             await see_courier(loadgen, socket, here.courier)
         await store_change(services.dsn, order_id=here.order, status="delivered")
-        message = here.status("delivered", 0)
+        message = message_fields(here.status("delivered", 0))
         del message["version"], message["event_id"]
         await publish(api, f"fleet/orders/{here.order}/status", message)
         for n in range(5):
@@ -381,7 +384,7 @@ async def test_an_alert_reaches_each_admin_once_and_the_phones_emergency_topic_n
         topic = f"fleet/alerts/{courier}"
         await publish(api, topic, raised)
         await publish(api, topic, raised)  # the same outbox row again
-        await publish(api, topic, {**raised, "event_id": next_event_id()})  # the same alert
+        await publish(api, topic, replace(raised, event_id=next_event_id()))  # the same alert
         acknowledged = alert_message(
             alert_id=alert_id,
             courier_id=courier,
@@ -428,7 +431,7 @@ async def test_bad_server_messages_are_counted_and_the_relay_goes_on(
     services = bridge.services
     here = await scene(bridge, db, unique)
     customer, _ = here.sockets
-    good = here.status("out_for_delivery", here.version + 1)
+    good = message_fields(here.status("out_for_delivery", here.version + 1))
     variants: dict[str, dict[str, Any]] = {
         "extra": {**good, "surprise": 1},
         "mismatch": {**good, "order_id": f"other{unique}"},
@@ -513,7 +516,7 @@ async def test_a_position_queued_for_a_stalled_socket_is_dropped_when_the_order_
             customer_uid=customer_uid,
             version=version,
         )
-        await hub.on_message(f"fleet/orders/{order}/status", json.dumps(message).encode(), 0.0)
+        await hub.on_message(f"fleet/orders/{order}/status", message.encode(), 0.0)
         await hub.on_message(location, json.dumps(fix(2.0, 2.0)).encode(), 0.0)
         writable.set()
         sender = asyncio.create_task(client.run_sender())

@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from bridge.client import CLOSE_SLOW_CONSUMER, Client, ClientLimits, FleetBatch
 from bridge.metrics import BridgeMetrics
+from protocol.frames import Location, PongFrame
 from tests.bridge_support import (
     BridgeProcess,
     WsClient,
@@ -66,6 +67,11 @@ async def settle(rounds: int = 50) -> None:
 
 def position(courier: str, n: int) -> str:
     return json.dumps({"type": "location", "id": courier, "lat": 1.0, "lon": float(n)})
+
+
+def spot(source: str, n: int) -> Location:
+    """A vehicle's position for the firehose."""
+    return Location("vehicle", source, 1.0, float(n), float(n), None, None)
 
 
 def event(n: int) -> str:
@@ -116,9 +122,9 @@ async def test_never_dropped_events_go_out_before_positions(metrics: BridgeMetri
         await settle()  # the sender is now blocked writing that position
         for n in range(3000):
             client.push_position(f"courier:f{n}", position(f"f{n}", n), 0.0)
-        client.push_fleet(FleetBatch({"f1": {"id": "f1"}}, '{"type": "locations"}', 0.0))
+        client.push_fleet(FleetBatch({"f1": spot("f1", 0)}, '{"type": "locations"}', 0.0))
         client.push_event(event(1), 0.0)
-        client.push_control({"type": "pong", "id": 7})
+        client.push_control(PongFrame(id=7))
         end.gate.set()
         await settle()
         kinds = [f["type"] for f in end.written]
@@ -163,12 +169,12 @@ async def test_firehose_batches_of_a_stalled_admin_merge_newest_per_source(
 ) -> None:
     end = Browser(stalled=True)
     client = Client(send=end.send, metrics=metrics, limits=ClientLimits(fleet_backlog=3))
-    client.push_control({"type": "pong", "id": 0})
+    client.push_control(PongFrame(id=0))
     sender = asyncio.create_task(client.run_sender())
     try:
         await settle()  # blocked on the pong
         for n in range(20):
-            items = {f"s{k}": {"id": f"s{k}", "lon": n} for k in range(5)}
+            items = {f"s{k}": spot(f"s{k}", n) for k in range(5)}
             client.push_fleet(FleetBatch(items, json.dumps({"type": "locations"}), 0.0))
         assert client.pending() <= 3
         end.gate.set()

@@ -20,6 +20,7 @@ from bridge.policy import (
     wanted_keys,
 )
 from bridge.subscriptions import Key
+from protocol.statuses import Status
 
 PRINCIPALS = {
     "admin": Principal(uid="ops", role="admin"),
@@ -34,18 +35,18 @@ PRINCIPALS = {
 
 @dataclass(frozen=True)
 class OrderState:
-    status: str
+    status: Status
     courier_id: str | None
 
 
 STATES = {
-    "created": OrderState("created", None),
-    "assigned to c1": OrderState("assigned", "c1"),
-    "picked up by c1": OrderState("picked_up", "c1"),
-    "out for delivery with c1": OrderState("out_for_delivery", "c1"),
-    "reassigned to c2": OrderState("assigned", "c2"),
-    "delivered by c1": OrderState("delivered", "c1"),
-    "cancelled while with c1": OrderState("cancelled", "c1"),
+    "created": OrderState(Status.PENDING, None),
+    "assigned to c1": OrderState(Status.ASSIGNED, "c1"),
+    "picked up by c1": OrderState(Status.PICKED_UP, "c1"),
+    "out for delivery with c1": OrderState(Status.OUT_FOR_DELIVERY, "c1"),
+    "reassigned to c2": OrderState(Status.ASSIGNED, "c2"),
+    "delivered by c1": OrderState(Status.DELIVERED, "c1"),
+    "cancelled while with c1": OrderState(Status.CANCELLED, "c1"),
 }
 ACTIVE = {"assigned to c1", "picked up by c1", "out for delivery with c1", "reassigned to c2"}
 

@@ -5,6 +5,7 @@ Real Mosquitto, real PostgreSQL, a real `python -m bridge` and a real WebSocket 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -154,7 +155,7 @@ async def test_restaurant_sees_its_orders_and_not_another_restaurant(
         courier_id=courier,
         restaurant_id=mine,
         customer_uid="x",
-        eta="2030-01-01T12:00:00+00:00",
+        eta=datetime(2030, 1, 1, 12, tzinfo=UTC),
     )
     status, skipped = await kitchen.expect(lambda f: f["type"] == "status")
     assert (status["order"], status["eta"]) == (order, "2030-01-01T12:00:00+00:00")

@@ -20,6 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from api import create_app
 from auth import LocalSigner, LocalVerifier
 from bridge.presence import PresenceTracker
+from protocol.frames import PresenceFrame
 from store.presence import CourierPresence, availability
 from tests.api.conftest import ApiServer, api_settings, serving
 from tests.bridge_support import Frame, apublish, connected, fix, running_bridge
@@ -88,23 +89,20 @@ def tracker(active: set[str] | None = None) -> PresenceTracker:
 def test_tracker_orders_presence_by_arrival_and_ignores_repeats() -> None:
     presence = tracker()
     t = NOW.timestamp()
-    assert presence.on_presence("c", "online", t, arrival=t) == {
-        "type": "presence",
-        "id": "c",
-        "state": "online",
-        "ts": t,
-    }
+    assert presence.on_presence("c", "online", t, arrival=t) == PresenceFrame(
+        id="c", state="online", ts=t
+    )
     # The will: set at connect, so older than the `online`; it arrives later and wins.
     will = presence.on_presence("c", "offline", t - 60, arrival=t + 1)
     assert will is not None
-    assert will["state"] == "offline"
+    assert will.state == "offline"
     # The same will again (a retained copy on a new subscription) is no news.
     assert presence.on_presence("c", "offline", t - 60, arrival=t + 2) is None
     assert presence.couriers["c"].presence_arrival == t + 1
     # A fix after the offline: back, announced once.
     back = presence.on_fix("c", t + 3, arrival=t + 3)
     assert back is not None
-    assert back["state"] == "online"
+    assert back.state == "online"
     assert presence.on_fix("c", t + 4, arrival=t + 4) is None
 
 
@@ -114,13 +112,13 @@ def test_tracker_times_out_and_says_busy_for_an_active_order() -> None:
     presence.on_presence("a", "online", t, arrival=t)
     frame = presence.on_presence("b", "online", t, arrival=t + 100)
     assert frame is not None
-    assert frame["state"] == "busy"
+    assert frame.state == "busy"
     assert presence.expire(now=t + TIMEOUT_S) == []
     assert presence.expire(now=t + TIMEOUT_S + 1) == [
-        {"type": "presence", "id": "a", "state": "offline", "ts": t + TIMEOUT_S}
+        PresenceFrame(id="a", state="offline", ts=t + TIMEOUT_S)
     ]
     assert presence.expire(now=t + TIMEOUT_S + 2) == [], "announced once"
-    states = {i["id"]: i["state"] for i in presence.snapshot(None, {}, now=t + TIMEOUT_S + 2)}
+    states = {i.id: i.state for i in presence.snapshot(None, {}, now=t + TIMEOUT_S + 2)}
     assert states == {"a": "offline", "b": "busy"}
 
 
@@ -130,7 +128,7 @@ def test_tracker_learns_when_a_retained_message_first_arrived() -> None:
     t = NOW.timestamp()
     frame = presence.on_presence("c", "online", t - 500, arrival=t)
     assert frame is not None
-    assert frame["state"] == "online"
+    assert frame.state == "online"
     stored = CourierPresence(
         courier_id="c",
         presence_state="online",
@@ -140,9 +138,9 @@ def test_tracker_learns_when_a_retained_message_first_arrived() -> None:
         has_active_order=False,
     )
     assert presence.learn([stored], now=t) == [
-        {"type": "presence", "id": "c", "state": "offline", "ts": t - 499 + TIMEOUT_S}
+        PresenceFrame(id="c", state="offline", ts=t - 499 + TIMEOUT_S)
     ]
-    assert presence.snapshot(["c"], {}, now=t)[0]["state"] == "offline"
+    assert presence.snapshot(["c"], {}, now=t)[0].state == "offline"
 
 
 # --- real processes -------------------------------------------------------------------------
