@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol.statuses import OrderStatus
+from protocol.statuses import Status
 from protocol.topics import ID_PATTERN
+from store.presence import Availability
 
 # The alphabet of topic levels (protocol.topics): every id the API accepts may be published.
 EntityId = Annotated[
@@ -18,7 +19,6 @@ Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Note = Annotated[str, Field(max_length=2000)]
-Availability = Literal["online", "offline", "busy"]
 
 
 class Strict(BaseModel):
@@ -138,13 +138,13 @@ class Order(BaseModel):
     pickup: Point
     dropoff: Point
     promised_at: datetime
-    status: OrderStatus
+    status: Status
     courier_id: str | None
     eta: datetime | None
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
-    allowed_next: list[OrderStatus]
+    allowed_next: list[Status]
 
 
 class OrderList(BaseModel):
@@ -156,13 +156,13 @@ class AssignmentIn(Strict):
 
 
 class StatusIn(Strict):
-    status: OrderStatus
+    status: Status
     note: Note = ""
 
 
 class BatchStatusItem(Strict):
     order_id: EntityId
-    status: OrderStatus
+    status: Status
     note: Note = ""
 
 
@@ -174,9 +174,9 @@ class BatchStatusResult(BaseModel):
     order_id: str
     http_status: int
     outcome: Literal["applied", "repeat", "rejected", "not_found", "forbidden"]
-    status: OrderStatus | None = None
+    status: Status | None = None
     message: str = ""
-    allowed: list[OrderStatus] | None = None
+    allowed: list[Status] | None = None
 
 
 class BatchStatusOut(BaseModel):

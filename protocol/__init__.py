@@ -29,7 +29,7 @@ from protocol.payloads import (
     RejectionCode,
     encode_payload,
 )
-from protocol.statuses import DeliveryStatus, OrderStatus, Status
+from protocol.statuses import DeliveryStatus, Status
 from protocol.topics import (
     DEFAULT_PREFIX,
     OWNTRACKS_ROOT,
@@ -68,7 +68,6 @@ __all__ = [
     "GeofenceEvent",
     "LocationPayload",
     "MessageDecoder",
-    "OrderStatus",
     "OwnTracksLocation",
     "OwnTracksLwt",
     "OwnTracksTransition",

@@ -127,7 +127,6 @@ class OrderStatusMessage(_Message, frozen=True, kw_only=True):
     type: Literal["status"] = "status"
     event: Literal["status", "assignment", "eta"]
     order_id: EntityId
-    #: protocol.statuses.Status: one of the OrderStatus values.
     status: Status
     previous_status: Status | None
     courier_id: EntityId | None

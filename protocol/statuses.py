@@ -20,9 +20,6 @@ class Status(StrEnum):
     CANCELLED = "cancelled"
 
 
-OrderStatus = Literal[
-    "pending", "assigned", "picked_up", "out_for_delivery", "delivered", "cancelled"
-]
 #: What a courier's phone may report on its delivery status topic.
 DeliveryStatus = Literal["picked_up", "out_for_delivery", "delivered"]
 

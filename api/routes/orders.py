@@ -25,7 +25,7 @@ from api.schemas import (
 )
 from api.security import CurrentPrincipal, actor_of, require
 from api.state import ApiState, State
-from protocol.statuses import OrderStatus
+from protocol.statuses import Status
 from store import orders as store
 from store.orders import OrderRow
 from workflow import (
@@ -92,7 +92,7 @@ async def create_order(body: OrderIn, state: State, principal: CurrentPrincipal)
 async def list_orders(
     state: State,
     principal: CurrentPrincipal,
-    status: Annotated[OrderStatus | None, Query()] = None,
+    status: Annotated[Status | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> OrderList:
