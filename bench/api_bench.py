@@ -239,7 +239,7 @@ def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[s
     difference."""
     from store.analytics import COURIERS_ACTIVE_SQL, FIXES_SQL, ORDERS_SQL
     from store.positions import LAST_POSITIONS_ROWS_SQL, TRACK_BUCKETS_SQL
-    from store.presence import PRESENCE_SQL
+    from store.presence import presence_query
 
     start_1h = end - timedelta(hours=1)
     params = {"start": start_1h, "end": end, "bucket": 60}
@@ -249,7 +249,7 @@ def reference_ms(dsn: str, courier: str, end: datetime, *, calls: int) -> dict[s
         def analytics() -> None:
             for sql in (ORDERS_SQL, COURIERS_ACTIVE_SQL, FIXES_SQL):
                 conn.execute(sql, params).fetchall()
-            conn.execute(PRESENCE_SQL).fetchall()
+            conn.execute(*presence_query()).fetchall()
 
         return {
             "last_positions": median_ms(

@@ -16,6 +16,8 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from protocol.statuses import ACTIVE_LIST
+
 Availability = Literal["online", "offline", "busy"]
 
 
@@ -93,7 +95,7 @@ SELECT c.id AS courier_id,
        pr.received_at AS presence_received,
        lp.received_at AS fix_received,
        EXISTS (SELECT 1 FROM orders o WHERE o.courier_id = c.id
-               AND o.status IN ('assigned', 'picked_up', 'out_for_delivery')) AS has_active_order
+               AND o.status = ANY(%s)) AS has_active_order
 FROM couriers c
 LEFT JOIN last_positions lp ON lp.source_kind = 'courier' AND lp.source_id = c.id
 LEFT JOIN LATERAL (
@@ -105,15 +107,20 @@ LEFT JOIN LATERAL (
 """
 
 
+def presence_query(courier_ids: Collection[str] | None = None) -> tuple[str, tuple[object, ...]]:
+    """PRESENCE_SQL and its parameters, for the given couriers or all of them."""
+    if courier_ids is None:
+        return PRESENCE_SQL, (ACTIVE_LIST,)
+    return PRESENCE_SQL + " WHERE c.id = ANY(%s)", (ACTIVE_LIST, list(courier_ids))
+
+
 async def read_presence(
     conn: AsyncConnection[Any], courier_ids: Collection[str] | None = None
 ) -> dict[str, CourierPresence]:
     """Each courier's presence as stored, by courier id: the given couriers, or all."""
-    query, params = PRESENCE_SQL, tuple[object, ...]()
-    if courier_ids is not None:
-        if not courier_ids:
-            return {}
-        query, params = PRESENCE_SQL + " WHERE c.id = ANY(%s)", (list(courier_ids),)
+    if courier_ids is not None and not courier_ids:
+        return {}
+    query, params = presence_query(courier_ids)
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, params)
         rows = await cur.fetchall()
@@ -126,5 +133,6 @@ __all__ = [
     "CourierPresence",
     "availability",
     "last_heard",
+    "presence_query",
     "read_presence",
 ]
