@@ -52,9 +52,6 @@ class SubscriptionManager:
                 self._released[key] = time.monotonic()
         self._changed.set()
 
-    def references(self, key: Key) -> int:
-        return self._refs.get(key, 0)
-
     def desired(self) -> set[str]:
         now = time.monotonic()
         for key, released in list(self._released.items()):

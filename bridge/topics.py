@@ -47,9 +47,6 @@ class Topics:
         the alert's id, and that is what admins get."""
         return (f"{self.prefix}/alerts/+",)
 
-    def order_status(self, order_id: str) -> str:
-        return f"{self.prefix}/orders/{order_id}/status"
-
     def assignments(self, courier_id: str) -> str:
         return f"{self.prefix}/couriers/{courier_id}/assignments"
 

@@ -56,10 +56,6 @@ class OrderRow:
         """A copy with some columns changed (what a change will store, before it is)."""
         return dataclasses.replace(self, **changes)
 
-    def as_dict(self) -> dict[str, Any]:
-        """The columns by name, for payload builders that take a mapping."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
-
 
 @dataclass(frozen=True, slots=True)
 class Visibility:

@@ -61,13 +61,3 @@ async def pending(conn: AsyncConnection[Any], *, limit: int) -> list[Announcemen
 
 async def mark_sent(conn: AsyncConnection[Any], ids: Sequence[int]) -> None:
     await conn.execute(_MARK_SENT, (list(ids),))
-
-
-async def backlog(conn: AsyncConnection[Any]) -> tuple[int, float | None]:
-    """How many announcements wait, and the age in seconds of the oldest."""
-    cur = await conn.execute(
-        "SELECT count(*), extract(epoch FROM now() - min(created_at)) FROM outbox"
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    return int(row[0]), None if row[1] is None else float(row[1])

@@ -256,24 +256,6 @@ async def apublish(services: Services, topic: str, payload: Any, *, qos: int = 1
     await asyncio.to_thread(mqtt_publish, services, topic, payload, qos=qos)
 
 
-def mqtt_publish_lines(services: Services, topic: str, lines: list[str], *, qos: int = 0) -> None:
-    """Many messages on one topic through `mosquitto_pub -l`."""
-    subprocess.run(
-        [
-            "mosquitto_pub",
-            *services.mqtt_args(publishing_account(topic)),
-            "-q",
-            str(qos),
-            "-t",
-            topic,
-            "-l",
-        ],
-        input="\n".join(lines).encode() + b"\n",
-        check=True,
-        timeout=60,
-    )
-
-
 async def stream_until_seen(
     client: WsClient,
     services: Services,
