@@ -11,14 +11,17 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from protocol.payloads import PresenceState
 from protocol.statuses import ACTIVE_LIST
 
-Availability = Literal["online", "offline", "busy"]
+#: What the API and the bridge say of a courier: the words a phone declares, but derived
+#: from its presence, its fixes' age and its active orders (``availability`` below).
+Availability = PresenceState
 
 
 def last_heard(
