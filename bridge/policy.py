@@ -14,15 +14,15 @@ order is active: assigned, picked up or out for delivery, with a courier.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, Protocol
+from typing import Protocol
 
 from auth import Principal
 from bridge.orders import Order
 from bridge.subscriptions import Key
 from bridge.topics import FAMILIES
-from protocol.topics import valid_id
+from protocol.client_frames import BAD_CHANNEL_MESSAGE, channel_parts
+from protocol.client_frames import ChannelKind as ChannelKind
 
-ChannelKind = Literal["fleet", "courier", "order", "restaurant"]
 FLEET_KEYS: frozenset[Key] = frozenset((family, None) for family in FAMILIES)
 
 
@@ -45,21 +45,10 @@ class OrderView(Protocol):
 
 
 def parse_channel(channel: object) -> tuple[ChannelKind, str | None]:
-    if channel == "fleet":
-        return "fleet", None
-    if isinstance(channel, str) and ":" in channel:
-        kind, _, entity_id = channel.partition(":")
-        if valid_id(entity_id):
-            if kind == "courier":
-                return "courier", entity_id
-            if kind == "order":
-                return "order", entity_id
-            if kind == "restaurant":
-                return "restaurant", entity_id
-    raise BadChannel(
-        "channel must be 'fleet', 'courier:<id>', 'order:<id>' or 'restaurant:<id>' with ids "
-        "of 1-64 characters [A-Za-z0-9_-]"
-    )
+    parts = channel_parts(channel)
+    if parts is None:
+        raise BadChannel(BAD_CHANNEL_MESSAGE)
+    return parts
 
 
 def owns(principal: Principal | None, order: Order) -> bool:

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import msgspec
 from msgspec import UNSET, UnsetType
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from auth import AuthError, Principal, Verifier
@@ -22,20 +22,28 @@ from bridge.client import (
 )
 from bridge.hub import Hub
 from bridge.metrics import BridgeMetrics
-from bridge.policy import BadChannel, Forbidden
+from bridge.policy import Forbidden
+from protocol.client_frames import (
+    AuthFrame,
+    ClientFrameError,
+    DecodedFrame,
+    PingFrame,
+    SubscribeFrame,
+    UnsubscribeFrame,
+    decode_client_frame,
+    frame_type,
+    metrics_label,
+)
 from protocol.frames import (
     AuthOkFrame,
     ErrorFrame,
     PongFrame,
     ReauthRequiredFrame,
 )
-from protocol.json_limits import json_limit_violation
 
 log = logging.getLogger("bridge.session")
 
-_decoder = msgspec.json.Decoder()
 MAX_CHANNELS_PER_CLIENT = 200
-KNOWN_FRAME_TYPES = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
 # No command of the browser protocol nests deeper than 2.
 MAX_FRAME_DEPTH = 8
 
@@ -48,12 +56,6 @@ class SessionLimits:
     max_frames_per_s: int = 50
     max_forbidden: int = 3
     close_timeout_s: float = 2.0
-
-
-class BadFrame(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Disconnected(Exception):
@@ -85,19 +87,14 @@ class Session:
         await self.websocket.send({"type": "websocket.send", "text": frame})
 
     # --- frames from the browser ---------------------------------------------------------
-    async def _receive(self) -> dict[str, Any] | None:
-        """The next well-formed frame, None for a malformed one (already answered)."""
+    async def _receive(self) -> DecodedFrame | None:
+        """The next frame, typed or the error that answers it; None to ignore it silently."""
         message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise Disconnected
-        try:
-            return self._check(dict(message))
-        except BadFrame as exc:
-            self.error(exc.code, str(exc))
-            return None
+        return self._check(message)
 
-    def _check(self, message: dict[str, Any]) -> dict[str, Any] | None:
-        """The frame, None to ignore it silently, or BadFrame to answer with an error."""
+    def _check(self, message: Message) -> DecodedFrame | None:
         now = time.monotonic()
         if now - self._window_start >= 1.0:
             self._window_start, self._window_frames = now, 0
@@ -105,9 +102,9 @@ class Session:
         excess = self._window_frames - self.limits.max_frames_per_s
         if excess > 0:
             if excess == 1:
-                raise BadFrame(
-                    "rate_limited",
-                    f"more than {self.limits.max_frames_per_s} frames in one second; "
+                return ClientFrameError(
+                    code="rate_limited",
+                    message=f"more than {self.limits.max_frames_per_s} frames in one second; "
                     "the rest of this second's frames are ignored",
                 )
             # One error frame per second is enough; answering each would amplify a flood.
@@ -115,23 +112,23 @@ class Session:
             return None
         text = message.get("text")
         if text is None:
-            raise BadFrame("binary_frame", "send JSON text frames, not binary ones")
+            return ClientFrameError(
+                code="binary_frame", message="send JSON text frames, not binary ones"
+            )
         limit = self.limits.max_frame_bytes
         if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
-            raise BadFrame("too_large", f"frames are limited to {limit} bytes")
+            return ClientFrameError(
+                code="too_large", message=f"frames are limited to {limit} bytes"
+            )
         raw = text.encode("utf-8", errors="surrogatepass")
-        bound = json_limit_violation(raw, max_bytes=limit, max_depth=MAX_FRAME_DEPTH)
-        if bound is not None:
-            raise BadFrame(bound.code, f"the frame is {bound.reason}")
-        try:
-            frame = _decoder.decode(raw)
-        except (msgspec.DecodeError, ValueError, RecursionError):
-            raise BadFrame("bad_json", "the frame is not JSON") from None
-        if not isinstance(frame, dict) or not isinstance(frame.get("type"), str):
-            raise BadFrame("bad_frame", 'a frame is a JSON object with a "type"')
-        kind = frame["type"]
-        self.metrics.frames_in.labels(kind if kind in KNOWN_FRAME_TYPES else "unknown").inc()
+        frame = decode_client_frame(raw, max_bytes=limit, max_depth=MAX_FRAME_DEPTH)
+        label = metrics_label(frame)
+        if label is not None:
+            self.metrics.frames_in.labels(label).inc()
         return frame
+
+    def reject(self, frame: ClientFrameError) -> None:
+        self.error(frame.code, frame.message, channel=frame.channel, reason=frame.reason)
 
     def error(
         self, code: str, message: str, *, channel: Any = UNSET, reason: str | UnsetType = UNSET
@@ -171,12 +168,14 @@ class Session:
         with anyio.move_on_after(self.limits.auth_timeout_s):
             while True:
                 frame = await self._receive()
-                if frame is None:
+                if frame is None or (isinstance(frame, ClientFrameError) and frame.type is None):
+                    if frame is not None:
+                        self.reject(frame)
                     # No sender runs before auth: the error that answers it goes out now.
                     for queued in self.client.take_control():
                         await self._send_text(queued)
                     continue
-                if frame["type"] != "auth":
+                if frame_type(frame) != "auth":
                     self.error("auth_required", 'the first frame must be {"type":"auth",...}')
                     self.client.close(CLOSE_UNAUTHENTICATED, "auth_required")
                     return False
@@ -193,13 +192,13 @@ class Session:
         self.client.close(CLOSE_UNAUTHENTICATED, "auth_timeout")
         return False
 
-    async def _verify(self, frame: dict[str, Any]) -> Principal | None:
-        token = frame.get("token")
-        if not isinstance(token, str) or not token:
-            self.error("auth_failed", "the auth frame needs a token", reason="missing_token")
+    async def _verify(self, frame: DecodedFrame) -> Principal | None:
+        if not isinstance(frame, AuthFrame):  # an auth frame without a token
+            assert isinstance(frame, ClientFrameError)
+            self.reject(frame)
             return None
         try:
-            return await self.verifier.verify_async(token)
+            return await self.verifier.verify_async(frame.token)
         except AuthError as exc:
             self.error("auth_failed", str(exc), reason=exc.reason)
             return None
@@ -243,7 +242,7 @@ class Session:
         except (Disconnected, WebSocketDisconnect):
             return
 
-    async def _handle_safely(self, frame: dict[str, Any]) -> None:
+    async def _handle_safely(self, frame: DecodedFrame) -> None:
         """One frame's failure (the database down during a subscribe, a bug) is answered
         and counted; it does not end the socket."""
         try:
@@ -251,33 +250,28 @@ class Session:
         except (Disconnected, WebSocketDisconnect):
             raise
         except Exception:
-            log.exception("handling a %s frame failed", str(frame.get("type"))[:32])
+            log.exception("handling a %s frame failed", str(frame_type(frame))[:32])
             self.error("internal_error", "the server could not handle this frame; try again")
 
-    async def _handle(self, frame: dict[str, Any]) -> None:
-        kind = frame["type"]
-        if kind == "ping":
-            self.client.push_control(PongFrame(id=frame.get("id")))
+    async def _handle(self, frame: DecodedFrame) -> None:
+        kind = frame_type(frame)
+        if isinstance(frame, PingFrame):
+            self.client.push_control(PongFrame(id=frame.id))
         elif kind == "auth":
             await self._reauthenticate(frame)
-        elif kind in ("subscribe", "unsubscribe"):
-            channel = frame.get("channel")
+        elif isinstance(frame, UnsubscribeFrame):
+            self.hub.unsubscribe(self.client, frame.channel)
+        elif kind == "subscribe" and len(self.client.channels) >= MAX_CHANNELS_PER_CLIENT:
+            # Checked before the channel's name, as ever.
+            self.error("too_many_channels", f"at most {MAX_CHANNELS_PER_CLIENT} channels")
+        elif isinstance(frame, SubscribeFrame):
             try:
-                if kind == "unsubscribe":
-                    self.hub.unsubscribe(self.client, str(channel))
-                elif len(self.client.channels) >= MAX_CHANNELS_PER_CLIENT:
-                    self.error("too_many_channels", f"at most {MAX_CHANNELS_PER_CLIENT} channels")
-                else:
-                    await self.hub.subscribe(self.client, str(channel))
-            except BadChannel as exc:
-                self.error("bad_channel", str(exc), channel=channel)
+                await self.hub.subscribe(self.client, frame.channel)
             except Forbidden:
-                self._forbidden(str(channel))
+                self._forbidden(frame.channel)
         else:
-            self.error(
-                "unknown_type",
-                f"unknown frame type {kind[:32]!r}; use auth, subscribe, unsubscribe or ping",
-            )
+            assert isinstance(frame, ClientFrameError)
+            self.reject(frame)
 
     def _forbidden(self, channel: str) -> None:
         self.client.forbidden += 1
@@ -285,7 +279,7 @@ class Session:
         if self.client.forbidden >= self.limits.max_forbidden:
             self.client.close(CLOSE_FORBIDDEN, "forbidden")
 
-    async def _reauthenticate(self, frame: dict[str, Any]) -> None:
+    async def _reauthenticate(self, frame: DecodedFrame) -> None:
         principal = await self._verify(frame)
         current = self.client.principal
         if principal is None or current is None:

@@ -4,7 +4,8 @@ Topics: :func:`parse_topic` and one builder per topic. Payloads: msgspec wire mo
 :func:`encode_payload`, and :class:`MessageDecoder`, which turns a topic + payload into
 :class:`Fix` rows, ``*Event`` records and :class:`Rejection` reasons. The messages the API
 publishes are ``protocol.server_topics`` (structs, ``encode()``, ``decode_*``); the frames the
-bridge sends browsers are ``protocol.frames``. No process imports.
+bridge sends browsers are ``protocol.frames``, those it receives ``protocol.client_frames``.
+No process imports.
 """
 
 from protocol.decoding import MessageDecoder
