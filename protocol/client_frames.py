@@ -10,7 +10,7 @@ first here, before any parser sees the bytes.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -87,7 +87,9 @@ class PingFrame(ClientFrameBase, frozen=True, tag="ping"):
 
 
 ClientFrame = AuthFrame | SubscribeFrame | UnsubscribeFrame | PingFrame
-CLIENT_FRAME_TYPES: Final = frozenset({"auth", "subscribe", "unsubscribe", "ping"})
+CLIENT_FRAME_TYPES: Final = frozenset(
+    str(frame.__struct_config__.tag) for frame in get_args(ClientFrame)
+)
 
 
 class ClientFrameError(msgspec.Struct, frozen=True, kw_only=True):
