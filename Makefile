@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 SETUP_STAMP := .venv/.fleetpulse-installed
 
-.PHONY: run run-empty test stop status setup lint typecheck pytest bench clean
+.PHONY: run run-empty test stop status setup test-setup lint typecheck pytest bench clean
 
 # The demo fleet: make run COURIERS=500 VEHICLES=20 RATE=60 SEED=7 (RATE: new orders a minute).
 COURIERS ?= 25
@@ -29,7 +29,11 @@ status: setup
 setup:
 	@bash scripts/setup.sh
 
-test: setup
+# What the suite needs beyond running: Chromium and firebase-tools (several minutes the first time).
+test-setup:
+	@bash scripts/setup.sh --test
+
+test: test-setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy .
@@ -41,7 +45,7 @@ lint: setup
 typecheck: setup
 	$(PY) -m mypy .
 
-pytest: setup
+pytest: test-setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

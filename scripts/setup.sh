@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a Debian 12 machine: system packages, TimescaleDB built from
 # Debian's source package, and the project's virtualenv. A second run only checks.
-#   bash scripts/setup.sh            everything `make run` and `make test` need
+#   bash scripts/setup.sh            what `make run` needs
+#   bash scripts/setup.sh --test     and the test-only tools (`make test`): Chromium for the
+#                                    browser tests, firebase-tools for the Auth emulator
 set -euo pipefail
+
+with_test_tools=""
+case "${1:-}" in
+  "") ;;
+  --test) with_test_tools=yes ;;
+  *) printf '[setup] error: unknown option %s (the only one is --test)\n' "$1"; exit 2 ;;
+esac
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -19,8 +28,8 @@ packages=(
   mosquitto mosquitto-clients
   postgresql-15 postgresql-client-15 postgresql-server-dev-15
   cmake build-essential dpkg-dev libssl-dev
-  chromium
 )
+[ -n "$with_test_tools" ] && packages+=(chromium)
 missing=()
 for pkg in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
@@ -104,6 +113,10 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 else
   step "virtualenv: up to date"
+fi
+if [ -z "$with_test_tools" ]; then
+  step "done (the test-only tools, Chromium and firebase-tools, come with \`make test\`)"
+  exit 0
 fi
 # --- 4. firebase-tools, for the Firebase Auth emulator end-to-end test -----------------
 # Project-local (.var/node, ignored). The Auth emulator is plain Node: no Java needed.
