@@ -59,3 +59,25 @@ def test_errors(raw: bytes, code: str, label: str | None, extra: dict[str, Any])
     assert metrics_label(error) == label
     for name, value in extra.items():
         assert getattr(error, name) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "codes"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, {"too_large"}),
+        (b"[" * 8_000 + b"]" * 8_000, {"too_deep"}),
+        (b'{"type":"ping","id":' + b"[" * 8_000 + b"]" * 8_000 + b"}", {"too_deep"}),
+        (b'{"type":"auth","token":"' + b"a" * 61_440 + b'"}', {"too_large"}),
+        (b'{"type":"subscribe","channel":"order:o\\u0000"}', {"bad_channel"}),
+        (b'{"type":"subscribe","channel":1e400}', {"bad_json"}),
+        (b'{"type":"ping","id":-1e400}', {"bad_json"}),
+        (b'{"type":"auth","token":"\\ud800"}', {"bad_json"}),
+        (b'{"type":"auth","token":"\xff"}', {"bad_json"}),
+        (b'{"type":"auth"}\x00', {"bad_json"}),
+        (b"\x00" * 1000, {"bad_json"}),
+    ],
+)
+def test_hostile_frames_are_answered_not_raised(raw: bytes, codes: set[str]) -> None:
+    error = decode(raw)
+    assert isinstance(error, ClientFrameError)
+    assert error.code in codes, error
