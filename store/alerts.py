@@ -8,19 +8,17 @@ once (:func:`insert_alert_once`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import tuple_row
 
-ALERT_COLUMNS = "id, courier_id, raised_at, lat, lon, message, acknowledged_by, acknowledged_at"
-
 
 @dataclass(frozen=True, slots=True)
 class AlertRow:
-    """One row of ``alerts`` (the columns of :data:`ALERT_COLUMNS`)."""
+    """One row of ``alerts``; its fields name the columns (:data:`ALERT_COLUMNS`)."""
 
     id: int
     courier_id: str
@@ -32,6 +30,7 @@ class AlertRow:
     acknowledged_at: datetime | None
 
 
+ALERT_COLUMNS = ", ".join(field.name for field in fields(AlertRow))
 _INSERT = f"""
 INSERT INTO alerts (courier_id, raised_at, lat, lon, message)
 VALUES (%s, %s, %s, %s, %s) RETURNING {ALERT_COLUMNS}

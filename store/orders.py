@@ -19,15 +19,10 @@ from psycopg.rows import tuple_row
 
 from protocol.statuses import ACTIVE_LIST, TERMINAL_LIST, Status
 
-ORDER_COLUMNS = (
-    "id, restaurant_id, customer_uid, pickup_lat, pickup_lon, dropoff_lat, dropoff_lon,"
-    " promised_at, status, courier_id, eta, created_at, updated_at, delivered_at, version"
-)
-
 
 @dataclass(frozen=True, slots=True)
 class OrderRow:
-    """One row of ``orders`` (the columns of :data:`ORDER_COLUMNS`)."""
+    """One row of ``orders``; its fields name the columns (:data:`ORDER_COLUMNS`)."""
 
     id: str
     restaurant_id: str
@@ -49,12 +44,16 @@ class OrderRow:
     def from_record(cls, record: Sequence[Any]) -> OrderRow:
         """The row from the values of :data:`ORDER_COLUMNS`, in that order."""
         values = list(record)
-        values[8] = Status(values[8])
+        values[_STATUS_INDEX] = Status(values[_STATUS_INDEX])
         return cls(*values)
 
     def replace(self, **changes: Any) -> OrderRow:
         """A copy with some columns changed (what a change will store, before it is)."""
         return dataclasses.replace(self, **changes)
+
+
+ORDER_COLUMNS = ", ".join(field.name for field in dataclasses.fields(OrderRow))
+_STATUS_INDEX = [field.name for field in dataclasses.fields(OrderRow)].index("status")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +63,12 @@ class Visibility:
 
     column: Literal["courier_id", "restaurant_id", "customer_uid"] | None = None
     value: str = ""
+
+    def admits(self, order: OrderRow) -> bool:
+        """The same rule as the SQL filter, for one order in hand (ids are never empty)."""
+        return self.column is None or (
+            bool(self.value) and getattr(order, self.column) == self.value
+        )
 
 
 _SELECT = f"SELECT {ORDER_COLUMNS} FROM orders"  # noqa: S608
@@ -83,8 +88,7 @@ _VISIBLE = {
 _PAGE = " ORDER BY created_at DESC, id LIMIT %s OFFSET %s"
 _SET_STATUS = f"""
 UPDATE orders SET status = %s, eta = %s, eta_computed_at = now(), updated_at = %s,
-    delivered_at = CASE WHEN %s = 'delivered' THEN %s ELSE NULL END,
-    version = version + 1
+    delivered_at = %s, version = version + 1
 WHERE id = %s RETURNING {ORDER_COLUMNS}
 """  # noqa: S608
 _SET_COURIER = f"""
@@ -219,7 +223,8 @@ async def set_status(
     at: datetime,
 ) -> OrderRow:
     """Store a workflow step: the status, its ETA, `delivered_at` when delivered."""
-    row = await _fetch_one(conn, _SET_STATUS, (str(status), eta, at, str(status), at, order_id))
+    delivered_at = at if status == Status.DELIVERED else None
+    row = await _fetch_one(conn, _SET_STATUS, (str(status), eta, at, delivered_at, order_id))
     assert row is not None, f"no order {order_id!r}"
     return row
 

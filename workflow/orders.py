@@ -48,16 +48,10 @@ class Actor:
     restaurant_id: str | None = None
 
     def may_see(self, order: OrderRow) -> bool:
-        if self.role == "admin":
-            return True
-        if self.role == "courier":
-            return self.courier_id is not None and order.courier_id == self.courier_id
-        if self.role == "restaurant":
-            return self.restaurant_id is not None and order.restaurant_id == self.restaurant_id
-        return order.customer_uid == self.uid
+        return self.visibility().admits(order)
 
     def visibility(self) -> Visibility:
-        """The orders the actor may list: the same rule as :meth:`may_see`."""
+        """The orders the actor may see or list (the SQL filter of store.orders)."""
         if self.role == "admin":
             return Visibility()
         if self.role == "courier":
